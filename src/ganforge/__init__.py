@@ -1,0 +1,7 @@
+"""ganforge: generative adversarial networks that train, sample and evaluate end to end."""
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("ganforge")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,131 @@
+"""Checkpoints: one safetensors file each, tensors plus a JSON record in its header.
+
+Nothing is pickled, so loading a checkpoint can never run code. Writes are atomic: a temporary file
+in the same folder, fsync, rename, fsync of the folder; a crash leaves the old file or the new one,
+never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
+from ganforge.errors import UserError
+
+FORMAT = 1
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"step-(\d+)\.safetensors")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save(path: Path, tensors: dict[str, torch.Tensor], record: dict) -> None:
+    """Write tensors and a JSON-able record as one safetensors file, atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    header = {"ganforge": json.dumps({"format": FORMAT, **record})}
+    atomic_write(Path(path), save_bytes(tensors, metadata=header))
+
+
+def load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a checkpoint written by `save`; a file that is not one raises UserError."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        tensors = load_bytes(data)
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+        record = json.loads(header["__metadata__"]["ganforge"])
+    except FileNotFoundError:
+        raise UserError(f"no such checkpoint: {path}") from None
+    except (SafetensorError, ValueError, KeyError, TypeError, OSError) as err:
+        raise UserError(f"{path} is not a readable ganforge checkpoint ({err})") from None
+    if record.get("format") != FORMAT:
+        raise UserError(f"{path} has checkpoint format {record.get('format')}; this ganforge reads {FORMAT}")
+    return tensors, record
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    found = [p for p in folder.glob("step-*.safetensors") if _NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.fullmatch(p.name).group(1)))
+
+
+def find(run_or_file: str | Path) -> Path:
+    """A checkpoint file as given, or the newest checkpoint of a run folder."""
+    path = Path(run_or_file)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise UserError(f"no such run folder or checkpoint: {path}")
+    found = checkpoints(path)
+    if not found:
+        raise UserError(f"{path} holds no checkpoints (looked in {path / CHECKPOINT_DIR}); "
+                        "train first or pass a .safetensors checkpoint")
+    return found[-1]
+
+
+def path_for(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f"step-{step:07d}.safetensors"
+
+
+def prune(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints."""
+    for old in checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def flatten(prefix: str, state: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    """Move the tensors of a nested state dict (an optimizer's) into `tensors` under dotted keys;
+    return the rest, JSON-able, with each tensor replaced by its key."""
+    def walk(key: str, value):
+        if isinstance(value, torch.Tensor):
+            tensors[key] = value
+            return {"tensor": key}
+        if isinstance(value, dict):
+            return {str(k): walk(f"{key}.{k}", v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [walk(f"{key}.{i}", v) for i, v in enumerate(value)]
+        return value
+    return walk(prefix, state)
+
+
+def unflatten(record, tensors: dict[str, torch.Tensor]):
+    """Inverse of `flatten`. Dict keys that were integers (optimizer state ids) become ints again."""
+    if isinstance(record, dict):
+        if set(record) == {"tensor"}:
+            return tensors[record["tensor"]]
+        return {int(k) if k.isdigit() else k: unflatten(v, tensors) for k, v in record.items()}
+    if isinstance(record, list):
+        return [unflatten(v, tensors) for v in record]
+    return record
+
+
+def prefixed(prefix: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in state_dict.items()}
+
+
+def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    start = len(prefix) + 1
+    return {k[start:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}

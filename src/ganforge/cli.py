@@ -1,0 +1,95 @@
+"""`ganforge` command line: parse, then call the library. A user's mistake prints one line."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ganforge.config import FIELDS, parse_overrides
+from ganforge.errors import UserError
+
+# Flags of `train` that are shorthands for settings (the rest are given as key=value).
+TRAIN_FLAGS = {
+    "data": "data source: a name from `ganforge datasets`, a folder of images or a .npy file (default mnist5k)",
+    "out": "parent folder of run folders (default runs)",
+    "name": "run folder name (default <data>-<date>-<time>)",
+    "steps": "training steps, each one D and one G update (default 2000 for images, 6000 for vectors)",
+    "seed": "random seed; the same seed and settings give the same weights on CPU (default 0)",
+    "batch_size": "images (or points) per step (default 64 for images, 256 for vectors)",
+    "resolution": "image side in pixels, a power of two from 16 to 256 (default 32)",
+    "arch": "model family: dcgan (images) or mlp (vectors); default: chosen from the data",
+    "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default auto)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganforge", description="Train GANs, sample from them, compare with real data.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a GAN (default: DCGAN on 5,000 real MNIST digits)",
+                           description="Train a GAN. Settings: flags below, or key=value for any of: "
+                           + ", ".join(FIELDS) + ".")
+    for key, text in TRAIN_FLAGS.items():
+        train.add_argument("--" + key.replace("_", "-"), dest=key, metavar=key.upper(), help=text)
+    train.add_argument("--resume", metavar="RUN", help="continue RUN from its newest checkpoint "
+                       "(--steps, --device and intervals may change)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="any setting, e.g. lr_g=1e-4 loss=minimax")
+
+    sample = sub.add_parser("sample", help="draw samples from a trained run",
+                            description="Draw samples from a run's EMA generator (newest checkpoint).")
+    sample.add_argument("run", metavar="RUN", help="a run folder or a checkpoint .safetensors file")
+    sample.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    sample.add_argument("--seed", type=int, default=0, help="the same seed gives the same samples (default 0)")
+    sample.add_argument("--out", required=True, metavar="PATH",
+                        help="FILE.png: a grid (scatter plot for vectors); FILE.npy: the raw array "
+                        "(images [N,C,H,W] in [-1,1], vectors [N,D]); a folder: one PNG per image")
+    sample.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+
+    sub.add_parser("datasets", help="list the built-in data sources")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(format="ganforge: %(levelname)s: %(message)s", level=logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as err:
+        print(f"ganforge: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ganforge: interrupted", file=sys.stderr)
+        return 130
+
+
+def _train(args) -> int:
+    from ganforge.train import train
+
+    user = {key: getattr(args, key) for key in TRAIN_FLAGS if getattr(args, key) is not None}
+    user = parse_overrides([f"{k}={v}" for k, v in user.items()] + args.overrides)
+    train(user, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def _sample(args) -> int:
+    from ganforge.sample import load_generator, write_samples
+
+    if args.n < 1:
+        raise UserError(f"--n must be >= 1, got {args.n}")
+    gen = load_generator(args.run, args.device)
+    files = write_samples(gen.sample(args.n, seed=args.seed), gen.kind, args.out)
+    print(f"wrote {args.n} samples (step {gen.step}, seed {args.seed}) to {args.out}"
+          + (f" ({len(files)} files)" if len(files) > 1 else ""))
+    return 0
+
+
+def _datasets(args) -> int:
+    from ganforge.data import list_sources
+
+    for name, text in list_sources():
+        print(f"{name:<16} {text}")
+    return 0
+
+
+COMMANDS = {"train": _train, "sample": _sample, "datasets": _datasets}

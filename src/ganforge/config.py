@@ -1,0 +1,129 @@
+"""Training configuration: defaults -> family preset -> user overrides -> one frozen TrainConfig.
+
+The resolved config is printed, written to the run folder and stored in every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass
+
+from ganforge.errors import UserError
+from ganforge.losses import G_LOSSES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "mnist5k"         # a source name, a folder of images or a .npy file
+    data_root: str = "data"       # where torchvision data sets live (and are downloaded to)
+    resolution: int = 32          # image side in pixels (images only)
+    channels: int | None = None   # 1 or 3; None: from the data
+    arch: str | None = None       # model family; None: chosen from the data
+    loss: str = "nonsaturating"   # G's loss: nonsaturating | minimax
+    z_dim: int = 100
+    g_width: int = 64             # DCGAN: ngf; MLP: hidden units
+    d_width: int = 64             # DCGAN: ndf; MLP: hidden units
+    depth: int = 3                # MLP hidden layers
+    batch_size: int = 64
+    steps: int = 2000             # one step = one D update and one G update
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    ema_kimg: float = 10.0        # half-life of G_ema's weights, in thousands of images
+    ema_rampup: float = 0.05      # early on, the half-life is at most this share of images seen
+    seed: int = 0
+    device: str = "auto"          # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
+    log_every: int = 50
+    sample_every: int = 500
+    checkpoint_every: int = 500
+    keep: int = 3                 # checkpoints kept in the run folder
+    out: str = "runs"
+    name: str | None = None       # run folder name; None: <data>-<date>-<time>
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Settings that differ by model family, applied before the user's overrides.
+PRESETS: dict[str, dict] = {
+    "dcgan": {},
+    "mlp": dict(z_dim=16, g_width=256, d_width=256, depth=3, batch_size=256, steps=6000,
+                lr_g=1e-4, lr_d=1e-4, beta1=0.5, beta2=0.999, ema_kimg=20.0,
+                log_every=100, sample_every=1000, checkpoint_every=2000),
+}
+
+FIELDS: dict[str, type] = typing.get_type_hints(TrainConfig)
+# Fields a resumed run may change; the rest define the run and must stay as they were.
+RESUMABLE = frozenset({"steps", "device", "log_every", "sample_every", "checkpoint_every", "keep"})
+
+
+def parse_value(key: str, text: str):
+    """Turn the text of `key=value` into the field's type, or say what the field accepts."""
+    if key not in FIELDS:
+        close = difflib.get_close_matches(key, FIELDS, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise UserError(f"unknown setting '{key}': {hint}settings are {', '.join(FIELDS)}")
+    kind = FIELDS[key]
+    if text.lower() in ("none", "auto") and type(None) in typing.get_args(kind):
+        return None
+    base = next((t for t in (int, float, str) if t is kind or t in typing.get_args(kind)), str)
+    try:
+        return base(text)
+    except ValueError:
+        raise UserError(f"setting '{key}' needs {base.__name__}, got '{text}'") from None
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['steps=100', 'lr_g=1e-4'] -> {'steps': 100, 'lr_g': 0.0001}."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise UserError(f"'{item}' is not key=value: write settings as e.g. steps=500")
+        out[key.strip()] = parse_value(key.strip(), text.strip())
+    return out
+
+
+def resolve(user: dict, arch: str) -> TrainConfig:
+    """Defaults, then the family's preset, then the user's settings; validated and frozen."""
+    unknown = set(user) - set(FIELDS)
+    if unknown:
+        parse_value(sorted(unknown)[0], "")  # raises with the list of settings
+    cfg = TrainConfig(**{**PRESETS[arch], **user, "arch": arch})
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise UserError naming the first bad field and the values it allows."""
+    from ganforge.models import FAMILIES  # late import: models do not depend on config
+
+    positive = ["z_dim", "g_width", "d_width", "depth", "batch_size", "steps", "log_every",
+                "sample_every", "checkpoint_every", "keep"]
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise UserError(f"{key} must be a whole number >= 1, got {getattr(cfg, key)}")
+    for key in ("lr_g", "lr_d"):
+        if not getattr(cfg, key) > 0:
+            raise UserError(f"{key} must be > 0, got {getattr(cfg, key)}")
+    for key in ("beta1", "beta2"):
+        if not 0 <= getattr(cfg, key) < 1:
+            raise UserError(f"{key} must be in [0, 1), got {getattr(cfg, key)}")
+    if cfg.ema_kimg < 0 or cfg.ema_rampup < 0:
+        raise UserError("ema_kimg and ema_rampup must be >= 0 (ema_kimg=0 turns the average off)")
+    if cfg.loss not in G_LOSSES:
+        raise UserError(f"loss must be one of {', '.join(G_LOSSES)}, got '{cfg.loss}'")
+    if cfg.arch not in FAMILIES:
+        raise UserError(f"arch must be one of {', '.join(FAMILIES)}, got '{cfg.arch}'")
+    if cfg.channels not in (None, 1, 3):
+        raise UserError(f"channels must be 1, 3 or auto, got {cfg.channels}")
+    r = cfg.resolution
+    if FAMILIES[cfg.arch].kind == "image" and (r < 16 or r > 256 or r & (r - 1)):
+        raise UserError(f"resolution must be a power of two from 16 to 256 (16, 32, 64, 128, 256), got {r}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        raise UserError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{cfg.device}'")
+    if cfg.name is not None and not re.fullmatch(r"[\w.+-]+", cfg.name):
+        raise UserError(f"name '{cfg.name}' must be a plain folder name (letters, digits, . _ + -)")

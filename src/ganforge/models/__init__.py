@@ -1,0 +1,55 @@
+"""Model families: a registry of callables, never class names looked up as strings.
+
+Each family says what data it models and how to derive its G and D constructor arguments from the
+training config and the data. Those arguments are plain values, stored in every checkpoint, so a
+generator can be rebuilt from a checkpoint alone.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from ganforge.models import dcgan, mlp
+
+
+@dataclass(frozen=True)
+class Family:
+    kind: str  # the data it models: "image" | "vector"
+    Generator: Callable[..., nn.Module]
+    Discriminator: Callable[..., nn.Module]
+    model_args: Callable[..., tuple[dict, dict]]  # (cfg, data) -> (G kwargs, D kwargs)
+
+
+def _dcgan_args(cfg, data) -> tuple[dict, dict]:
+    channels, resolution = data.sample_shape[0], data.sample_shape[1]
+    return (dict(z_dim=cfg.z_dim, resolution=resolution, channels=channels, width=cfg.g_width),
+            dict(resolution=resolution, channels=channels, width=cfg.d_width))
+
+
+def _mlp_args(cfg, data) -> tuple[dict, dict]:
+    x = data.data.double()
+    stats = dict(dim=x.shape[1], mean=x.mean(0).tolist(), std=x.std(0).clamp_min(1e-8).tolist())
+    return (dict(z_dim=cfg.z_dim, width=cfg.g_width, depth=cfg.depth, **stats),
+            dict(width=cfg.d_width, depth=cfg.depth, **stats))
+
+
+FAMILIES: dict[str, Family] = {
+    "dcgan": Family("image", dcgan.Generator, dcgan.Discriminator, _dcgan_args),
+    "mlp": Family("vector", mlp.Generator, mlp.Discriminator, _mlp_args),
+}
+
+
+def default_family(kind: str) -> str:
+    """The family used for data of this kind when the user names none."""
+    return {"image": "dcgan", "vector": "mlp"}[kind]
+
+
+def build_generator(model: dict) -> nn.Module:
+    """Rebuild G from the `model` record of a checkpoint: {"arch": ..., "G": {...}, "D": {...}}."""
+    return FAMILIES[model["arch"]].Generator(**model["G"])
+
+
+def build_discriminator(model: dict) -> nn.Module:
+    return FAMILIES[model["arch"]].Discriminator(**model["D"])

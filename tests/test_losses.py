@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from ganforge.losses import G_LOSSES, d_loss, g_loss_minimax, g_loss_nonsaturating
+from ganforge.losses import G_LOSSES, d_loss, g_loss_minimax, g_loss_nonsaturating, r1_penalty
 
 LN3 = math.log(3.0)
 
@@ -61,3 +61,13 @@ def test_finite_at_extreme_logits(logit):
     x = torch.tensor([logit], requires_grad=True)
     g_loss_nonsaturating(x).backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_r1_of_a_linear_discriminator_is_its_squared_weight_norm():
+    # D(x) = w.x + b has grad_x D = w everywhere, so R1 = |w|^2; with scale s, |w * s|^2.
+    w = torch.tensor([0.5, -2.0, 1.0], dtype=torch.float64)
+    real = torch.randn(7, 3, dtype=torch.float64).requires_grad_()
+    logits = real @ w + 0.3
+    assert r1_penalty(real, logits).item() == pytest.approx(5.25, abs=1e-12)
+    scale = torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64)
+    assert r1_penalty(real, real @ w, scale).item() == pytest.approx(1 + 4 + 0.25, abs=1e-12)

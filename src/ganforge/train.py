@@ -23,7 +23,7 @@ from ganforge.config import RESUMABLE, TrainConfig, resolve
 from ganforge.data import Dataset, load_source, to_model_space
 from ganforge.ema import ema_beta, refresh_batchnorm, update_ema
 from ganforge.errors import UserError
-from ganforge.losses import G_LOSSES, d_loss
+from ganforge.losses import G_LOSSES, d_loss, r1_penalty
 from ganforge.models import FAMILIES, default_family
 from ganforge.sample import latents, pick_device
 from ganforge.viz import image_grid, save_png, scatter, side_by_side
@@ -123,14 +123,22 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, model: dict, run_dir: P
 
     with (run_dir / "log.jsonl").open("a") as log_file:
         while state.step < cfg.steps:
+            if cfg.lr_decay == "linear":
+                _set_lr(opt_G, cfg.lr_g * (1 - state.step / cfg.steps))
+                _set_lr(opt_D, cfg.lr_d * (1 - state.step / cfg.steps))
             real = to_model_space(pool[state.order.next(cfg.batch_size).to(device)])
             z = torch.randn(cfg.batch_size, cfg.z_dim, generator=state.z_generator).to(device)
             fake = G(z)
 
+            real.requires_grad_(cfg.r1_gamma > 0)
             real_logits, fake_logits = D(real), D(fake.detach())
             loss_D = d_loss(real_logits, fake_logits)
+            penalty = 0.0
+            if cfg.r1_gamma > 0:
+                # The MLP's D standardises its input: R1 is measured per unit of the data's std.
+                penalty = cfg.r1_gamma / 2 * r1_penalty(real, real_logits, getattr(D, "std", 1.0))
             opt_D.zero_grad(set_to_none=True)
-            loss_D.backward()
+            (loss_D + penalty).backward()
             opt_D.step()
 
             D.requires_grad_(False)  # G's update needs gradients through D, not for D's weights
@@ -221,6 +229,11 @@ def _new_state(cfg: TrainConfig, model: dict, device: torch.device, n: int) -> S
                  torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas),
                  z_generator=torch.Generator().manual_seed(cfg.seed + 1),
                  order=BatchOrder(n, cfg.seed + 2))
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _save_checkpoint(state: State, cfg: TrainConfig, model: dict, run_dir: Path) -> None:

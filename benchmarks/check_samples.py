@@ -20,19 +20,20 @@ import sys
 
 from ganforge.data import load_source
 from ganforge.errors import UserError
-from ganforge.metrics import digit_classifier_info, digit_report, mode_report
+from ganforge.metrics import digit_classifier_info, digit_report, load_digit_classifier, mode_report
 from ganforge.sample import load_generator
 
 MIXTURES = ("ring8", "grid25")
 DEFAULT_N = {"image": 1000, "vector": 2500}
 
 
-def check_images(gen, n: int, seed: int) -> dict:
+def check_images(gen, n: int, seed: int, classifier_path: str | None = None) -> dict:
     img = gen.sample(n, seed=seed)  # (N, C, H, W) in [-1, 1]
     if img.shape[1] != 1:
         raise UserError(f"the digit classifier judges grayscale MNIST-like images; this run makes "
                         f"{img.shape[1]}-channel images, so there is nothing to check here")
-    report = digit_report(img)
+    classifier = load_digit_classifier(path=classifier_path) if classifier_path else None
+    report = digit_report(img, classifier=classifier)
     real = digit_classifier_info()["heldout_recognised"]
     print(f"recognised (confidence >= 0.9): {report['recognised']:.3f}   [real held-out MNIST: {real:.3f}]")
     print("predicted digit shares: " + "  ".join(f"{d}: {s:.3f}" for d, s in enumerate(report["class_shares"])))
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n", type=int, default=None,
                         help=f"samples to draw (default {DEFAULT_N['image']} images, {DEFAULT_N['vector']} vectors)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latents")
+    parser.add_argument("--classifier", default=None,
+                        help="digit classifier weights (default: the shipped ones; e.g. from train_digit_classifier.py --plain)")
     parser.add_argument("--modes", choices=MIXTURES, default=None,
                         help="mixture whose modes vector samples should cover (default: the run's data source)")
     args = parser.parse_args(argv)
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     if gen.kind == "image":
         if "mnist" not in data.lower():
             print(f"note: the classifier knows MNIST digits; on '{data}' its numbers may mean little")
-        report = check_images(gen, n, args.seed)
+        report = check_images(gen, n, args.seed, args.classifier)
     else:
         report = check_vectors(gen, n, args.seed, args.modes)
     result = {"run": str(args.run), "kind": gen.kind, "data": data, "seed": args.seed, **report}

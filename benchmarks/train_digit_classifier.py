@@ -99,7 +99,7 @@ def outliers(img: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[
     return out, target
 
 
-def train(seed: int, epochs: int, batch_size: int, lr: float) -> tuple[DigitClassifier, dict]:
+def train(seed: int, epochs: int, batch_size: int, lr: float, plain: bool = False) -> tuple[DigitClassifier, dict]:
     img_train, y_train, img_test, y_test = mnist_split(seed=0)  # the split is fixed, not the seed
     x_train = img_train.float() / 127.5 - 1  # (4000, 1, 32, 32) in [-1, 1]
     x_test = img_test.float() / 127.5 - 1
@@ -116,13 +116,18 @@ def train(seed: int, epochs: int, batch_size: int, lr: float) -> tuple[DigitClas
         perm = torch.randperm(len(x_train), generator=gen)
         digit_loss = odd_loss = 0.0
         for idx in perm.split(batch_size):
-            real = degrade(augment(x_train[idx], gen), gen)  # (B, 1, 32, 32)
-            half = len(idx) // 2
-            odd, odd_target = outliers(real[:half], y_train[idx[:half]], gen)  # (B/2, 1, 32, 32)
-            logits = model(torch.cat([real, odd]))  # (B + B/2, 10)
-            loss_real = F.cross_entropy(logits[: len(idx)], y_train[idx])
-            loss_odd = F.cross_entropy(logits[len(idx) :], odd_target)  # >= log 10 for uniform targets
-            loss = loss_real + 0.5 * loss_odd
+            real = augment(x_train[idx], gen)  # (B, 1, 32, 32)
+            if plain:  # digits only: the classic classifier, confident on anything (noise too)
+                loss_real = loss = F.cross_entropy(model(real), y_train[idx])
+                loss_odd = torch.zeros(())
+            else:
+                real = degrade(real, gen)
+                half = len(idx) // 2
+                odd, odd_target = outliers(real[:half], y_train[idx[:half]], gen)  # (B/2, 1, 32, 32)
+                logits = model(torch.cat([real, odd]))  # (B + B/2, 10)
+                loss_real = F.cross_entropy(logits[: len(idx)], y_train[idx])
+                loss_odd = F.cross_entropy(logits[len(idx) :], odd_target)  # >= log 10 for uniform targets
+                loss = loss_real + 0.5 * loss_odd
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -168,12 +173,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=2, help="fixed so that the weights reproduce")
     parser.add_argument("--out", type=Path, default=WEIGHTS_PATH)
+    parser.add_argument("--plain", action="store_true",
+                        help="train on real digits only (no degraded digits, no outliers); for comparison, not shipped")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     start = time.perf_counter()
-    model, stats = train(args.seed, args.epochs, args.batch_size, args.lr)
+    model, stats = train(args.seed, args.epochs, args.batch_size, args.lr, args.plain)
     seconds = time.perf_counter() - start
 
     info = {
@@ -184,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "threads": args.threads,
+        "plain": args.plain,
         "torch": torch.__version__,
         **{k: round(v, 4) for k, v in stats.items()},
     }

@@ -60,15 +60,15 @@ class DigitClassifier(nn.Module):
         return self.head(self.features(img))  # (N, 1, 32, 32) -> (N, 10)
 
 
-def load_digit_classifier(device: str | torch.device = "cpu") -> DigitClassifier:
-    """The shipped classifier, in eval mode, on `device`."""
-    if not WEIGHTS_PATH.is_file():
+def load_digit_classifier(device: str | torch.device = "cpu", path: str | Path = WEIGHTS_PATH) -> DigitClassifier:
+    """The shipped classifier (or other weights of the same network), in eval mode, on `device`."""
+    if not Path(path).is_file():
         raise FileNotFoundError(
-            f"digit classifier weights missing at {WEIGHTS_PATH}; "
+            f"digit classifier weights missing at {path}; "
             "recreate them with `python benchmarks/train_digit_classifier.py`"
         )
     model = DigitClassifier()
-    model.load_state_dict(load_file(WEIGHTS_PATH))
+    model.load_state_dict(load_file(path))
     return model.to(device).eval()
 
 

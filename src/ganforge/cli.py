@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from ganforge.config import FIELDS, parse_overrides
+from ganforge.config import HELP, PRESETS, TrainConfig, parse_overrides
 from ganforge.errors import UserError
 
 # Flags of `train` that are shorthands for settings (the rest are given as key=value).
@@ -26,9 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganforge", description="Train GANs, sample from them, compare with real data.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    settings = "\n".join(f"  {key:<17} {text} ({_defaults(key)})" for key, text in HELP.items())
     train = sub.add_parser("train", help="train a GAN (default: DCGAN on 5,000 real MNIST digits)",
-                           description="Train a GAN. Settings: flags below, or key=value for any of: "
-                           + ", ".join(FIELDS) + ".")
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           description="Train a GAN. Settings are given as flags (below) or as key=value.",
+                           epilog="settings (key=value):\n" + settings)
     for key, text in TRAIN_FLAGS.items():
         train.add_argument("--" + key.replace("_", "-"), dest=key, metavar=key.upper(), help=text)
     train.add_argument("--resume", metavar="RUN", help="continue RUN from its newest checkpoint "
@@ -48,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("datasets", help="list the built-in data sources")
     return parser
+
+
+def _defaults(key: str) -> str:
+    """'default X', plus the value of each family preset that differs."""
+    presets = "".join(f", {arch} {p[key]}" for arch, p in PRESETS.items() if key in p)
+    return f"default {getattr(TrainConfig, key)}{presets}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,36 +14,41 @@ from ganforge.errors import UserError
 from ganforge.losses import G_LOSSES
 
 
+def setting(default, text: str):
+    """A config field with its one-line help (shown by `ganforge train --help`)."""
+    return dataclasses.field(default=default, metadata={"help": text})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = "mnist5k"         # a source name, a folder of images or a .npy file
-    data_root: str = "data"       # where torchvision data sets live (and are downloaded to)
-    resolution: int = 32          # image side in pixels (images only)
-    channels: int | None = None   # 1 or 3; None: from the data
-    arch: str | None = None       # model family; None: chosen from the data
-    loss: str = "nonsaturating"   # G's loss: nonsaturating | minimax
-    z_dim: int = 100
-    g_width: int = 64             # DCGAN: ngf; MLP: hidden units
-    d_width: int = 64             # DCGAN: ndf; MLP: hidden units
-    depth: int = 3                # MLP hidden layers
-    batch_size: int = 64
-    steps: int = 2000             # one step = one D update and one G update
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    lr_decay: str = "none"        # none | linear (to 0 at the last step)
-    r1_gamma: float = 0.0         # weight of the R1 penalty on D's gradient at real data; 0 = off
-    ema_kimg: float = 10.0        # half-life of G_ema's weights, in thousands of images
-    ema_rampup: float = 0.05      # early on, the half-life is at most this share of images seen
-    seed: int = 0
-    device: str = "auto"          # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
-    log_every: int = 50
-    sample_every: int = 500
-    checkpoint_every: int = 500
-    keep: int = 3                 # checkpoints kept in the run folder
-    out: str = "runs"
-    name: str | None = None       # run folder name; None: <data>-<date>-<time>
+    data: str = setting("mnist5k", "a source name, a folder of images or a .npy file")
+    data_root: str = setting("data", "where torchvision data sets live (and are downloaded to)")
+    resolution: int = setting(32, "image side in pixels (images only)")
+    channels: int | None = setting(None, "1 or 3; None: from the data")
+    arch: str | None = setting(None, "model family; None: chosen from the data")
+    loss: str = setting("nonsaturating", "G's loss: nonsaturating | minimax")
+    z_dim: int = setting(100, "latent size")
+    g_width: int = setting(64, "DCGAN: ngf; MLP: hidden units")
+    d_width: int = setting(64, "DCGAN: ndf; MLP: hidden units")
+    depth: int = setting(3, "MLP hidden layers")
+    batch_size: int = setting(64, "items per step")
+    steps: int = setting(2000, "training steps, one D and one G update each")
+    lr_g: float = setting(2e-4, "G's Adam learning rate")
+    lr_d: float = setting(2e-4, "D's Adam learning rate")
+    beta1: float = setting(0.5, "Adam's first-moment decay")
+    beta2: float = setting(0.999, "Adam's second-moment decay")
+    lr_decay: str = setting("none", "none | linear (to 0 at the last step)")
+    r1_gamma: float = setting(0.0, "weight of the R1 penalty on D's gradient at real data; 0 = off")
+    ema_kimg: float = setting(10.0, "half-life of G_ema's weights, in thousands of images")
+    ema_rampup: float = setting(0.05, "early on, the half-life is at most this share of images seen")
+    seed: int = setting(0, "the same seed and settings give the same weights on the CPU")
+    device: str = setting("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+    log_every: int = setting(50, "steps between lines of log.jsonl")
+    sample_every: int = setting(500, "steps between sample grids in samples/")
+    checkpoint_every: int = setting(500, "steps between checkpoints (and always at the end)")
+    keep: int = setting(3, "checkpoints kept in the run folder")
+    out: str = setting("runs", "parent folder of run folders")
+    name: str | None = setting(None, "run folder name; None: <data>-<date>-<time>")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -55,12 +60,13 @@ PRESETS: dict[str, dict] = {
     # Measured on ring8 and grid25 (benchmarks/): without R1 a plain GAN collapses to a blob that
     # wanders between modes; R1 holds every mode and the large, decaying learning rate makes
     # the modes sharp within a few minutes on a CPU.
-    "mlp": dict(z_dim=16, g_width=128, d_width=128, depth=3, batch_size=512, steps=8000,
+    "mlp": dict(z_dim=16, g_width=128, d_width=128, batch_size=512, steps=8000,
                 lr_g=2e-3, lr_d=2e-3, lr_decay="linear", r1_gamma=0.1, ema_kimg=20.0,
                 log_every=100, sample_every=1000, checkpoint_every=2000),
 }
 
 FIELDS: dict[str, type] = typing.get_type_hints(TrainConfig)
+HELP: dict[str, str] = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
 # Fields a resumed run may change; the rest define the run and must stay as they were.
 RESUMABLE = frozenset({"steps", "device", "log_every", "sample_every", "checkpoint_every", "keep"})
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from ganforge.models import FAMILIES, default_family
 from ganforge.sample import latents, pick_device
 from ganforge.viz import image_grid, save_png, scatter, side_by_side
 
-log = logging.getLogger("ganforge")
 
 GRID_SIZE = 64        # samples in each progress grid, from fixed z
 SCATTER_SIZE = 2500   # points in each scatter plot of vector data

@@ -136,3 +136,14 @@ def test_existing_run_folder_is_never_overwritten(tmp_path, capsys):
     assert main(["train", "--data", "ring8", "--out", str(tmp_path), "--name", "taken"]) == 2
     assert "--resume" in capsys.readouterr().err
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+
+
+def test_resume_drops_log_lines_after_its_checkpoint(tmp_path):
+    args = ["--data", "digits", "--resolution", "16", "--out", str(tmp_path), "--name", "r", "--no-progress", *TINY]
+    assert main(["train", *args, "--steps", "4", "checkpoint_every=4", "log_every=1"]) == 0
+    log = tmp_path / "r" / "log.jsonl"
+    lines = log.read_text().splitlines()
+    # as if killed after logging steps 5 and 6 (the last line half-written) but before checkpoint 6
+    log.write_text("\n".join(lines + [lines[-1].replace('"step": 4', '"step": 5'), '{"step": 6, "ni']) + "\n")
+    assert main(["train", "--resume", str(tmp_path / "r"), "--steps", "6", "--no-progress"]) == 0
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]

@@ -59,7 +59,15 @@ def _defaults(key: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value settings may come before, between or after the flags; argparse alone takes only
+    # one run of positionals, so the rest arrive here as unknown arguments.
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if args.command != "train" or "=" not in item or item.startswith("-")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if args.command == "train":
+        args.overrides += extra
     logging.basicConfig(format="ganforge: %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         return COMMANDS[args.command](args)

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ganforge import __version__, checkpoint
-from ganforge.checkpoint import flatten, prefixed, unflatten, unprefixed
+from ganforge.checkpoint import atomic_write, flatten, prefixed, unflatten, unprefixed
 from ganforge.config import RESUMABLE, TrainConfig, resolve
 from ganforge.data import Dataset, load_source, to_model_space
 from ganforge.ema import ema_beta, refresh_batchnorm, update_ema
@@ -95,10 +95,10 @@ def train(user: dict | None = None, resume: str | Path | None = None, progress: 
         _restore(state, tensors, record)
         if state.step >= cfg.steps:
             raise UserError(f"{run_dir} is already at step {state.step}: pass --steps N with N > {state.step}")
+        _truncate_log(run_dir / "log.jsonl", state.step)
     else:
-        run_dir.mkdir(parents=True)
-        (run_dir / "config.json").write_text(json.dumps(
-            {"config": cfg.to_dict(), "model": model, "data": data.info, "version": __version__}, indent=2))
+        atomic_write(run_dir / "config.json", json.dumps(
+            {"config": cfg.to_dict(), "model": model, "data": data.info, "version": __version__}, indent=2).encode())
 
     print(f"ganforge {__version__}: {'resuming' if record else 'training'} {run_dir} on {device} "
           f"from step {state.step} to {cfg.steps}")
@@ -195,6 +195,20 @@ def _save_compare(G_ema, z: torch.Tensor, data: Dataset, path: Path, seed: int) 
         save_png(side_by_side(image_grid(real), image_grid(fake)), path)
     else:
         save_png(scatter(fake, real, f"{len(fake)} generated over {len(real)} real points"), path)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint a run resumes from (those steps run again), and
+    a last line cut short by a crash."""
+    def before(line: str) -> bool:
+        try:
+            return json.loads(line)["step"] <= step
+        except (ValueError, KeyError):
+            return False
+
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines(keepends=True) if before(line)]
+        atomic_write(path, "".join(lines).encode())
 
 
 def _new_run_dir(cfg: TrainConfig) -> Path:

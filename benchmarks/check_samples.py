@@ -34,8 +34,8 @@ def check_images(gen, n: int, seed: int, classifier_path: str | None = None) -> 
                         f"{img.shape[1]}-channel images, so there is nothing to check here")
     classifier = load_digit_classifier(path=classifier_path) if classifier_path else None
     report = digit_report(img, classifier=classifier)
-    real = digit_classifier_info()["heldout_recognised"]
-    print(f"recognised (confidence >= 0.9): {report['recognised']:.3f}   [real held-out MNIST: {real:.3f}]")
+    real = "" if classifier_path else f"   [real held-out MNIST: {digit_classifier_info()['heldout_recognised']:.3f}]"
+    print(f"recognised (confidence >= 0.9): {report['recognised']:.3f}{real}")
     print("predicted digit shares: " + "  ".join(f"{d}: {s:.3f}" for d, s in enumerate(report["class_shares"])))
     rarest = min(range(10), key=lambda d: report["class_shares"][d])
     print(f"min class share: {report['min_class_share']:.3f} (digit {rarest}; 0.100 = all digits equally often)")

@@ -45,7 +45,7 @@ def scatter(fake: torch.Tensor, real: torch.Tensor | None = None, title: str = "
         ax.scatter(*real[:, :2].cpu().T.numpy(), s=2, c="0.6", label="real")
     ax.scatter(*fake[:, :2].cpu().T.numpy(), s=2, c="tab:orange", alpha=0.6, label="generated")
     ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(loc="upper right", markerscale=4)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.05), ncol=2, markerscale=4, frameon=False)
     ax.set_title(title)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")

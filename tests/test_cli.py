@@ -147,3 +147,14 @@ def test_resume_drops_log_lines_after_its_checkpoint(tmp_path):
     log.write_text("\n".join(lines + [lines[-1].replace('"step": 4', '"step": 5'), '{"step": 6, "ni']) + "\n")
     assert main(["train", "--resume", str(tmp_path / "r"), "--steps", "6", "--no-progress"]) == 0
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_unwritable_output_is_one_line(tmp_path, capsys):
+    run = tmp_path / "v"
+    np.save(tmp_path / "p.npy", np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32))
+    assert main(["train", "--data", str(tmp_path / "p.npy"), "--steps", "2", "--out", str(tmp_path), "--name", "v",
+                 "--no-progress", "g_width=4", "d_width=4", "batch_size=32"]) == 0
+    (tmp_path / "file").write_text("")
+    assert main(["sample", str(run), "--out", str(tmp_path / "file" / "x.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ganforge: error:") and str(tmp_path / "file") in err and len(err.splitlines()) == 1

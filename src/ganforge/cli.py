@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"ganforge: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only folder: the last checkpoint stays intact
+        print(f"ganforge: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("ganforge: interrupted", file=sys.stderr)
         return 130

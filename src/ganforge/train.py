@@ -168,11 +168,13 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, model: dict, run_dir: P
                     print(" ".join(f"{k}={v:.4g}" for k, v in entry.items() if k != "time"), flush=True)
                 sums.zero_()
                 tick, tick_nimg, tick_step = now, state.nimg, state.step
-            if state.step % cfg.sample_every == 0 or last:
-                refresh_batchnorm(G_ema, cfg.z_dim)
+            sample_now = state.step % cfg.sample_every == 0 or last
+            save_now = state.step % cfg.checkpoint_every == 0 or last
+            if sample_now or save_now:
+                refresh_batchnorm(G_ema, cfg.z_dim)  # once, for both: it depends only on G_ema's weights
+            if sample_now:
                 _save_samples(G_ema, fixed_z, data, run_dir / "samples" / f"step-{state.step:07d}.png")
-            if state.step % cfg.checkpoint_every == 0 or last:
-                refresh_batchnorm(G_ema, cfg.z_dim)
+            if save_now:
                 _save_checkpoint(state, cfg, model, run_dir)
     bar.close()
     _save_compare(G_ema, fixed_z, data, run_dir / "compare.png", cfg.seed)

@@ -122,19 +122,23 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, model: dict, run_dir: P
     with (run_dir / "log.jsonl").open("a") as log_file:
         while state.step < cfg.steps:
             if cfg.lr_decay == "linear":
-                _set_lr(opt_G, cfg.lr_g * (1 - state.step / cfg.steps))
-                _set_lr(opt_D, cfg.lr_d * (1 - state.step / cfg.steps))
+                scale = _decay(state.step, cfg.steps, cfg.lr_decay_start)
+                _set_lr(opt_G, cfg.lr_g * scale)
+                _set_lr(opt_D, cfg.lr_d * scale)
             real = to_model_space(pool[state.order.next(cfg.batch_size).to(device)])
             z = torch.randn(cfg.batch_size, cfg.z_dim, generator=state.z_generator).to(device)
             fake = G(z)
 
-            real.requires_grad_(cfg.r1_gamma > 0)
+            # Lazy R1 (StyleGAN2): every r1_every steps, weighted by r1_every, for the same mean push.
+            regularise = cfg.r1_gamma > 0 and state.step % cfg.r1_every == 0
+            real.requires_grad_(regularise)
             real_logits, fake_logits = D(real), D(fake.detach())
             loss_D = d_loss(real_logits, fake_logits)
             penalty = 0.0
-            if cfg.r1_gamma > 0:
+            if regularise:
                 # The MLP's D standardises its input: R1 is measured per unit of the data's std.
-                penalty = cfg.r1_gamma / 2 * r1_penalty(real, real_logits, getattr(D, "std", 1.0))
+                gamma = cfg.r1_gamma * cfg.r1_every
+                penalty = gamma / 2 * r1_penalty(real, real_logits, getattr(D, "std", 1.0))
             opt_D.zero_grad(set_to_none=True)
             (loss_D + penalty).backward()
             opt_D.step()
@@ -243,6 +247,11 @@ def _new_state(cfg: TrainConfig, model: dict, device: torch.device, n: int) -> S
                  torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas),
                  z_generator=torch.Generator().manual_seed(cfg.seed + 1),
                  order=BatchOrder(n, cfg.seed + 2))
+
+
+def _decay(step: int, steps: int, start: float) -> float:
+    """Learning-rate factor: 1 until `start` * steps, then falling linearly to 0 at `steps`."""
+    return min(1.0, (steps - step) / (steps * (1 - start)))
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -1,0 +1,133 @@
+"""Sample-quality metrics on features: FID, KID, precision/recall, density/coverage, Inception Score.
+
+Every function takes `real` and `fake` features as [N, D] arrays or tensors from the same feature
+extractor (Inception, the digit classifier, or any module) and returns plain floats. Heavy
+arithmetic runs in float64 with torch; pairwise distances are computed in row blocks so memory
+stays bounded for tens of thousands of samples.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+BLOCK = 4096  # rows per block of pairwise distances: BLOCK x N floats at a time
+
+
+def as_features(x) -> torch.Tensor:
+    """[N, D] array or tensor -> float64 CPU tensor."""
+    x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).detach().cpu().to(torch.float64)
+    if x.dim() != 2:
+        raise ValueError(f"features must be a 2-D [N, D] array, got shape {tuple(x.shape)}")
+    return x
+
+
+def feature_stats(features) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and unbiased covariance (D, D) of [N, D] features, in float64."""
+    x = as_features(features)
+    if len(x) < 2:
+        raise ValueError("a covariance needs at least 2 samples")
+    mu = x.mean(0)
+    centred = x - mu
+    return mu, centred.T @ centred / (len(x) - 1)
+
+
+def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
+    """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)) (Heusel et al. 2017).
+
+    tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2, which are those
+    of the symmetric matrix S1^(1/2) S2 S1^(1/2): two symmetric eigendecompositions, exact and
+    several times faster than a general matrix square root (scipy.linalg.sqrtm)."""
+    mu1, mu2 = (torch.as_tensor(m, dtype=torch.float64) for m in (mu1, mu2))
+    s1, s2 = (torch.as_tensor(s, dtype=torch.float64) for s in (sigma1, sigma2))
+    eigval, eigvec = torch.linalg.eigh(s1)
+    root1 = (eigvec * eigval.clamp(min=0).sqrt()) @ eigvec.T   # S1^(1/2)
+    middle = root1 @ s2 @ root1
+    trace_root = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + s1.trace() + s2.trace() - 2 * trace_root)
+
+
+def frechet_distance(real, fake) -> float:
+    """FID-style distance between two feature sets ([N, D] each)."""
+    return frechet_distance_from_stats(*feature_stats(real), *feature_stats(fake))
+
+
+def kid(real, fake, subsets: int = 100, subset_size: int = 1000, seed: int = 2020) -> tuple[float, float]:
+    """Kernel Inception Distance (Binkowski et al. 2018): the unbiased MMD^2 with the kernel
+    k(x, y) = (x.y / D + 1)^3, averaged over random subsets. Returns (mean, std over subsets);
+    never clipped at 0, so a perfect generator scores around 0 with either sign.
+
+    Subsets are drawn as torch-fidelity draws them (numpy RandomState(seed), real then fake,
+    without replacement), so the same seed gives the same number there."""
+    x, y = as_features(real), as_features(fake)
+    m = min(subset_size, len(x), len(y))
+    if m < 2:
+        raise ValueError("KID needs at least 2 samples in each set")
+    rng = np.random.RandomState(seed)
+    d = x.shape[1]
+    mmds = []
+    for _ in range(subsets):
+        a = x[torch.from_numpy(rng.choice(len(x), m, replace=False))]
+        b = y[torch.from_numpy(rng.choice(len(y), m, replace=False))]
+        k_aa, k_bb, k_ab = ((p @ q.T / d + 1) ** 3 for p, q in ((a, a), (b, b), (a, b)))
+        within = (k_aa.sum() - k_aa.diagonal().sum() + k_bb.sum() - k_bb.diagonal().sum()) / (m * (m - 1))
+        mmds.append(float(within - 2 * k_ab.sum() / (m * m)))
+    return float(np.mean(mmds)), float(np.std(mmds))
+
+
+def _kth_neighbour_radii(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance from each row of x to its k-th nearest other row (itself excluded)."""
+    if len(x) <= k:
+        raise ValueError(f"need more than k={k} samples in each set, got {len(x)}")
+    return torch.cat([torch.cdist(block, x).kthvalue(k + 1, dim=1).values for block in x.split(BLOCK)])
+
+
+def _ball_counts(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, strict: bool) -> torch.Tensor:
+    """For each point, how many balls (centre_i, radius_i) contain it."""
+    counts = []
+    for block in points.split(BLOCK):
+        dist = torch.cdist(block, centres)
+        inside = dist < radii if strict else dist <= radii
+        counts.append(inside.sum(1))
+    return torch.cat(counts)
+
+
+def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019). Each set's manifold is the union
+    of balls around its points reaching their k-th nearest neighbour. Precision: the share of fake
+    samples inside the real manifold (fidelity); recall: the share of real samples inside the fake
+    manifold (diversity). Balls are closed (<=), as in torch-fidelity."""
+    x, y = as_features(real), as_features(fake)
+    precision = (_ball_counts(y, x, _kth_neighbour_radii(x, k), strict=False) > 0).double().mean()
+    recall = (_ball_counts(x, y, _kth_neighbour_radii(y, k), strict=False) > 0).double().mean()
+    return float(precision), float(recall)
+
+
+def density_coverage(real, fake, k: int = 5) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020), on balls around real samples only (reaching the
+    k-th nearest real neighbour; open balls, as in the `prdc` package). Density: the mean number of
+    real balls holding each fake sample, divided by k (about 1 when the sets match; above 1 when
+    fakes crowd dense regions). Coverage: the share of real balls holding at least one fake."""
+    x, y = as_features(real), as_features(fake)
+    radii = _kth_neighbour_radii(x, k)
+    density = _ball_counts(y, x, radii, strict=True).double().mean() / k
+    nearest_fake = torch.cat([torch.cdist(block, y).min(1).values for block in x.split(BLOCK)])
+    coverage = (nearest_fake < radii).double().mean()
+    return float(density), float(coverage)
+
+
+def inception_score(logits, splits: int = 10, seed: int = 2020) -> tuple[float, float]:
+    """Inception Score (Salimans et al. 2016): exp(E_x KL(p(y|x) || p(y))) from a classifier's
+    logits [N, classes], on `splits` shuffled parts. Returns (mean, std over parts); it ranges
+    from 1 to the number of classes. Shuffled as torch-fidelity does (RandomState(seed))."""
+    x = as_features(logits)
+    if len(x) < splits:
+        raise ValueError(f"the Inception Score needs at least {splits} samples (one per split), got {len(x)}")
+    x = x[torch.from_numpy(np.random.RandomState(seed).permutation(len(x)))]
+    log_p = x.log_softmax(1)
+    scores = []
+    for i in range(splits):
+        part = log_p[i * len(x) // splits:(i + 1) * len(x) // splits]
+        log_marginal = part.exp().mean(0).log()
+        scores.append(float((part.exp() * (part - log_marginal)).sum(1).mean().exp()))
+    return float(np.mean(scores)), float(np.std(scores))

@@ -13,9 +13,9 @@ TRAIN_FLAGS = {
     "data": "data source: a name from `ganforge datasets`, a folder of images or a .npy file (default mnist5k)",
     "out": "parent folder of run folders (default runs)",
     "name": "run folder name (default <data>-<date>-<time>)",
-    "steps": "training steps, each one D and one G update (default 2000 for images, 8000 for vectors)",
+    "steps": "training steps, each one D and one G update (default 6000 for images, 8000 for vectors)",
     "seed": "random seed; the same seed and settings give the same weights on CPU (default 0)",
-    "batch_size": "images (or points) per step (default 64 for images, 512 for vectors)",
+    "batch_size": "images (or points) per step (default 32 for images, 512 for vectors)",
     "resolution": "image side in pixels, a power of two from 16 to 256 (default 32)",
     "arch": "model family: dcgan (images) or mlp (vectors); default: chosen from the data",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default auto)",
@@ -47,6 +47,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="FILE.png: a grid (scatter plot for vectors); FILE.npy: the raw array "
                         "(images [N,C,H,W] in [-1,1], vectors [N,D]); a folder: one PNG per image")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+
+    ev = sub.add_parser("eval", help="compare generated images with real ones (FID, KID, precision/recall, ...)",
+                        description="Compare generated images with real ones on the features of an extractor. "
+                        "RUN (or --fake) is a run folder, a checkpoint, a folder of images, a .npy file or "
+                        "a data source; --real defaults to the run's training data.")
+    ev.add_argument("run", nargs="?", metavar="RUN", help="the generated side: a run folder or checkpoint")
+    ev.add_argument("--fake", help="the generated side, when it is not a run (a folder, .npy or source)")
+    ev.add_argument("--real", help="the real side (default: the run's training data)")
+    ev.add_argument("--metrics", default="fid,kid,pr,dc", help="comma-separated: fid, kid, pr, dc, is (default fid,kid,pr,dc)")
+    ev.add_argument("--extractor", default="auto", help="inception, mnist or auto: mnist for grayscale images "
+                    "up to 64 px, inception otherwise (default auto)")
+    ev.add_argument("--weights", metavar="PATH", help="the Inception weights file, for offline use")
+    ev.add_argument("--n", type=int, default=5000, help="generated samples, and real ones at most (default 5000)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the samples and of KID's subsets (default 0)")
+    ev.add_argument("--out", metavar="DIR", help="where eval.json and nearest.png go (default: the run folder, else .)")
+    ev.add_argument("--cache", metavar="DIR", default=None, help="feature cache of the real side "
+                    "(default ~/.cache/ganforge/features; 'none' turns it off)")
+    ev.add_argument("--json", action="store_true", help="print eval.json on stdout instead of the table")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
 
     sub.add_parser("datasets", help="list the built-in data sources")
     return parser
@@ -91,6 +110,32 @@ def _train(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    import json
+    from pathlib import Path
+
+    from ganforge.metrics.evaluate import evaluate, format_table, write_report
+    from ganforge.sample import pick_device
+
+    fake = args.run or args.fake
+    if fake is None or (args.run and args.fake):
+        raise UserError("name the generated side once: ganforge eval RUN, or ganforge eval --fake PATH --real PATH")
+    if args.n < 2:
+        raise UserError(f"--n must be >= 2, got {args.n}")
+    cache = None if args.cache == "none" else Path(args.cache or Path.home() / ".cache" / "ganforge" / "features")
+    report = evaluate(fake, args.real, metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
+                      extractor=args.extractor, n=args.n, seed=args.seed, weights=args.weights,
+                      device=pick_device(args.device), cache_dir=cache)
+    run_dir = Path(report["fake"]["path"]).parent.parent if report["fake"]["kind"] == "generator" else Path(".")
+    json_path, png = write_report(report, Path(args.out) if args.out else run_dir)
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "nearest"}, indent=2))
+    else:
+        print(format_table(report))
+        print(f"wrote {json_path}" + (f" and {png}" if png else ""))
+    return 0
+
+
 def _sample(args) -> int:
     from ganforge.sample import load_generator, write_samples
 
@@ -111,4 +156,4 @@ def _datasets(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "sample": _sample, "datasets": _datasets}
+COMMANDS = {"train": _train, "sample": _sample, "eval": _eval, "datasets": _datasets}

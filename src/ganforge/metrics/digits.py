@@ -78,7 +78,7 @@ def digit_classifier_info() -> dict:
         return json.loads(f.metadata()[INFO_KEY])
 
 
-def _prepare(img: torch.Tensor) -> torch.Tensor:
+def prepare_digits(img: torch.Tensor) -> torch.Tensor:
     """(N, 1, H, W) float in [-1, 1] or uint8 in [0, 255] -> float (N, 1, 32, 32) in [-1, 1]."""
     if img.ndim != 4:
         raise ValueError(f"expected images of shape (N, 1, H, W); got shape {tuple(img.shape)}")
@@ -104,7 +104,7 @@ def classify_digits(
     Pass `classifier` to reuse one already loaded; by default the shipped one is loaded on
     img's device.
     """
-    img = _prepare(img)
+    img = prepare_digits(img)
     model = classifier if classifier is not None else load_digit_classifier(img.device)
     device = next(model.parameters()).device
     preds, confs = [], []

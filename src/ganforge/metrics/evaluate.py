@@ -1,0 +1,187 @@
+"""Evaluate generated images against real ones: one call from inputs to a report.
+
+Inputs (`real`, `fake`): a run folder or checkpoint (its EMA generator is sampled), a folder of
+images, a `.npy` file or any data source name. The real side defaults to the run's training data.
+Features of the real side are cached per (content hash, extractor weights hash, resolution,
+count), never per name, in `cache_dir`, written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from ganforge import __version__
+from ganforge.checkpoint import atomic_write
+from ganforge.data import load_source, to_uint8
+from ganforge.errors import UserError
+from ganforge.metrics.extractors import Extractor, get_extractor
+from ganforge.metrics.scores import density_coverage, frechet_distance, inception_score, kid, precision_recall
+from ganforge.viz import image_grid, save_png, side_by_side
+
+log = logging.getLogger(__name__)
+
+METRICS = ("fid", "kid", "pr", "dc", "is")
+NEAR_COPY_QUANTILE = 0.01  # a near-copy is closer to a training image than 99% of real images are to each other
+
+
+def load_images(spec: str | Path, n: int | None, seed: int, resolution: int | None = None,
+                channels: int | None = None, data_root: str = "data") -> tuple[torch.Tensor, dict]:
+    """uint8 images (N, C, H, W) and a description, from a run/checkpoint (n samples drawn with
+    `seed`) or a data source (n of its images drawn with `seed`, all when n is None)."""
+    if _is_run(spec):
+        from ganforge.sample import load_generator
+
+        gen = load_generator(spec)
+        if gen.kind != "image":
+            raise UserError(f"{spec} generates vectors; image metrics need an image run "
+                            "(2-D mixtures are judged with benchmarks/check_samples.py)")
+        count = n or 10_000
+        img = to_uint8(gen.sample(count, seed=seed))
+        return img, dict(kind="generator", path=str(gen.path), step=gen.step, n=count, seed=seed,
+                         data=gen.config["data"], resolution=gen.config["resolution"])
+    ds = load_source(str(spec), resolution or 32, channels, data_root)
+    if ds.kind != "image":
+        raise UserError(f"'{spec}' holds vectors, not images")
+    img = ds.data
+    if n is not None and n < len(img):
+        img = img[torch.randperm(len(img), generator=torch.Generator().manual_seed(seed))[:n]]
+    return img, dict(kind="data", source=str(spec), n=len(img), of=len(ds), seed=seed,
+                     resolution=img.shape[-1])
+
+
+def _is_run(spec) -> bool:
+    path = Path(spec)
+    return path.suffix == ".safetensors" or (path.is_dir() and (path / "checkpoints").is_dir())
+
+
+def cached_features(img: torch.Tensor, extractor: Extractor, cache_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Features of `img`, from the cache when this exact content was embedded before."""
+    if cache_dir is None:
+        return extractor(img)
+    key = hashlib.sha256(img.contiguous().numpy().tobytes()).hexdigest()[:24]
+    path = Path(cache_dir) / f"{extractor.name}-{extractor.weights_sha256[:12]}-{img.shape[-1]}px-{len(img)}-{key}.safetensors"
+    if path.is_file():
+        tensors = load_tensors(path.read_bytes())
+        return tensors["features"], tensors.get("logits")
+    features, logits = extractor(img)
+    tensors = {"features": features} | ({"logits": logits} if logits is not None else {})
+    atomic_write(path, save_tensors(tensors))
+    return features, logits
+
+
+def evaluate(fake, real=None, metrics=("fid", "kid", "pr", "dc"), extractor: str | Extractor = "auto",
+             n: int | None = 5000, seed: int = 0, weights=None, device: str = "cpu",
+             cache_dir: str | Path | None = None, memorisation: bool = True) -> dict:
+    """Compare `fake` with `real` (default: the run's training data). Returns every number and
+    the settings that produced it; `report["nearest"]` holds images for `nearest.png`."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise UserError(f"unknown metric '{unknown[0]}': choose from {', '.join(METRICS)}")
+    fake_img, fake_info = load_images(fake, n, seed)
+    if real is None:
+        if fake_info["kind"] != "generator":
+            raise UserError("name the real images with --real when --fake is not a run")
+        real = fake_info["data"]
+    real_img, real_info = load_images(real, None, seed, resolution=fake_img.shape[-1], channels=fake_img.shape[1])
+    if isinstance(extractor, str):
+        name = extractor if extractor != "auto" else ("mnist" if fake_img.shape[1] == 1 and fake_img.shape[-1] <= 64 else "inception")
+        extractor = get_extractor(name, device, weights)
+    real_f, _ = cached_features(real_img, extractor, Path(cache_dir) if cache_dir else None)
+    fake_f, fake_logits = extractor(fake_img)
+    dim = fake_f.shape[1]
+    report = dict(version=__version__, extractor=extractor.name, extractor_sha256=extractor.weights_sha256,
+                  feature_dim=dim, fake=fake_info, real=real_info, seed=seed, metrics={}, warnings=[])
+
+    def warn(text):
+        report["warnings"].append(text)
+        log.warning(text)
+
+    if "fid" in metrics:
+        if min(len(real_f), len(fake_f)) < dim:
+            warn(f"FID from fewer samples ({min(len(real_f), len(fake_f))}) than feature dimensions ({dim}): "
+                 "the covariance is singular and FID is biased upwards; use more samples")
+        report["metrics"]["fid"] = frechet_distance(real_f, fake_f)
+    if "kid" in metrics:
+        size = min(1000, len(real_f), len(fake_f))
+        mean, std = kid(real_f, fake_f, subsets=100, subset_size=size, seed=seed)
+        report["metrics"].update(kid_mean=mean, kid_std=std, kid_subset_size=size)
+    if "pr" in metrics:
+        report["metrics"]["precision"], report["metrics"]["recall"] = precision_recall(real_f, fake_f, k=3)
+    if "dc" in metrics:
+        report["metrics"]["density"], report["metrics"]["coverage"] = density_coverage(real_f, fake_f, k=5)
+    if "is" in metrics:
+        if fake_logits is None:
+            raise UserError(f"the Inception Score needs class logits, which extractor '{extractor.name}' does not give")
+        report["metrics"]["is_mean"], report["metrics"]["is_std"] = inception_score(fake_logits, seed=seed)
+    if memorisation:
+        report["memorisation"], nearest = memorisation_check(real_f, fake_f)
+        report["nearest"] = (fake_img[nearest["fake"]], real_img[nearest["real"]])
+    return report
+
+
+def memorisation_check(train_f: torch.Tensor, fake_f: torch.Tensor, shown: int = 32) -> tuple[dict, dict]:
+    """Each fake's distance to its nearest training image, against each training image's distance
+    to its nearest *other* training image (what a new real image from the same source looks like).
+    A near-copy is a fake closer than the 1% quantile of the real distances."""
+    fake_d, fake_idx = _nearest(fake_f, train_f, exclude_self=False)
+    real_d, _ = _nearest(train_f, train_f, exclude_self=True)
+    threshold = float(torch.quantile(real_d, NEAR_COPY_QUANTILE))
+    quantiles = (0.01, 0.1, 0.5, 0.9)
+    closest = fake_d.argsort()[:shown]
+    result = dict(
+        fake_to_train=dict(zip(map(str, quantiles), torch.quantile(fake_d, torch.tensor(quantiles, dtype=fake_d.dtype)).tolist())),
+        real_to_train=dict(zip(map(str, quantiles), torch.quantile(real_d, torch.tensor(quantiles, dtype=real_d.dtype)).tolist())),
+        near_copy_threshold=threshold,
+        near_copy_share=float((fake_d < threshold).double().mean()),
+    )
+    return result, dict(fake=closest, real=fake_idx[closest])
+
+
+def _nearest(a: torch.Tensor, b: torch.Tensor, exclude_self: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    dists, idx = [], []
+    for start in range(0, len(a), 2048):
+        d = torch.cdist(a[start:start + 2048], b)
+        if exclude_self:
+            rows = torch.arange(len(d))
+            d[rows, rows + start] = float("inf")
+        m = d.min(1)
+        dists.append(m.values)
+        idx.append(m.indices)
+    return torch.cat(dists), torch.cat(idx)
+
+
+def write_report(report: dict, out_dir: Path) -> tuple[Path, Path | None]:
+    """eval.json (every number and setting) and nearest.png (closest samples beside their nearest
+    training images) in out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    body = {k: v for k, v in report.items() if k != "nearest"}
+    json_path = out_dir / "eval.json"
+    atomic_write(json_path, json.dumps(body, indent=2).encode())
+    png = None
+    if "nearest" in report:
+        fake, real = report["nearest"]
+        png = out_dir / "nearest.png"
+        save_png(side_by_side(image_grid(fake, nrow=4), image_grid(real, nrow=4),
+                              captions=("closest samples", "nearest training images")), png)
+    return json_path, png
+
+
+def format_table(report: dict) -> str:
+    lines = [f"extractor {report['extractor']} ({report['feature_dim']}-d, sha256 {report['extractor_sha256'][:12]}), "
+             f"{report['fake']['n']} fake vs {report['real']['n']} real, seed {report['seed']}"]
+    lines += [f"  {k:<16} {v:.6g}" if isinstance(v, float) else f"  {k:<16} {v}" for k, v in report["metrics"].items()]
+    if "memorisation" in report:
+        m = report["memorisation"]
+        lines.append(f"  near-copy share  {m['near_copy_share']:.4f} (fake closer to a training image than "
+                     f"{100 * (1 - NEAR_COPY_QUANTILE):.0f}% of real images are to each other)")
+        lines.append(f"  median distance  fake->train {m['fake_to_train']['0.5']:.4g}, real->other real "
+                     f"{m['real_to_train']['0.5']:.4g}")
+    lines += [f"  warning: {w}" for w in report["warnings"]]
+    return "\n".join(lines)
+

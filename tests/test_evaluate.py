@@ -152,3 +152,21 @@ def test_eval_mistakes_are_one_line(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path), "--cache", "none"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_eval_every_logs_fid_and_keeps_the_best_checkpoint(tmp_path):
+    from ganforge import checkpoint
+    from ganforge.sample import load_generator
+
+    assert main(["train", "--data", "digits", "--resolution", "16", "--steps", "6", "--out", str(tmp_path),
+                 "--name", "e", "--no-progress", "g_width=8", "d_width=8", "batch_size=16",
+                 "eval_every=2", "eval_n=50", "checkpoint_every=3"]) == 0
+    run = tmp_path / "e"
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    fids = {e["step"]: e["fid"] for e in lines if "fid" in e}
+    assert sorted(fids) == [2, 4, 6]
+    best = checkpoint.best_path(run)
+    _, record = checkpoint.load(best)
+    assert record["best_fid"] == min(fids.values()) and fids[record["step"]] == record["best_fid"]
+    assert checkpoint.find(run).name == "step-0000006.safetensors"   # resume still takes the newest
+    assert load_generator(best).step == record["step"]

@@ -90,6 +90,11 @@ def path_for(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step-{step:07d}.safetensors"
 
 
+def best_path(run_dir: Path) -> Path:
+    """Where the checkpoint with the best FID check is kept (never pruned)."""
+    return Path(run_dir) / CHECKPOINT_DIR / "best.safetensors"
+
+
 def prune(run_dir: Path, keep: int) -> None:
     """Delete all but the newest `keep` checkpoints."""
     for old in checkpoints(run_dir)[:-keep]:

@@ -49,6 +49,9 @@ class TrainConfig:
     sample_every: int = setting(500, "steps between sample grids in samples/")
     checkpoint_every: int = setting(500, "steps between checkpoints (and always at the end)")
     keep: int = setting(3, "checkpoints kept in the run folder")
+    eval_every: int = setting(0, "steps between FID checks of G_ema (images; 0 = off); the best is kept "
+                              "as checkpoints/best.safetensors")
+    eval_n: int = setting(1000, "samples per FID check")
     out: str = setting("runs", "parent folder of run folders")
     name: str | None = setting(None, "run folder name; None: <data>-<date>-<time>")
 
@@ -76,7 +79,8 @@ PRESETS: dict[str, dict] = {
 FIELDS: dict[str, type] = typing.get_type_hints(TrainConfig)
 HELP: dict[str, str] = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
 # Fields a resumed run may change; the rest define the run and must stay as they were.
-RESUMABLE = frozenset({"steps", "device", "log_every", "sample_every", "checkpoint_every", "keep"})
+RESUMABLE = frozenset({"steps", "device", "log_every", "sample_every", "checkpoint_every", "keep",
+                       "eval_every", "eval_n"})
 
 
 def parse_value(key: str, text: str):
@@ -125,6 +129,8 @@ def validate(cfg: TrainConfig) -> None:
     for key in positive:
         if getattr(cfg, key) < 1:
             raise UserError(f"{key} must be a whole number >= 1, got {getattr(cfg, key)}")
+    if cfg.eval_every < 0 or cfg.eval_n < 2:
+        raise UserError(f"eval_every must be >= 0 (0 = off) and eval_n >= 2, got {cfg.eval_every} and {cfg.eval_n}")
     for key in ("lr_g", "lr_d"):
         if not getattr(cfg, key) > 0:
             raise UserError(f"{key} must be > 0, got {getattr(cfg, key)}")

@@ -63,6 +63,7 @@ class State:
     order: BatchOrder
     step: int = 0
     nimg: int = 0
+    best_fid: float | None = None   # lowest FID of the checks so far (eval_every)
 
 
 def train(user: dict | None = None, resume: str | Path | None = None, progress: bool = True) -> Path:
@@ -114,6 +115,7 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, model: dict, run_dir: P
     g_loss = G_LOSSES[cfg.loss]
     pool = data.data.to(device)              # the whole data set, decoded, on the device
     fixed_z = latents(GRID_SIZE if data.kind == "image" else SCATTER_SIZE, cfg.z_dim, cfg.seed).to(device)
+    judge = _fid_judge(cfg, data, device) if cfg.eval_every and data.kind == "image" else None
     sums = torch.zeros(4, device=device)     # loss_D, loss_G, D(x), D(G(z)) since the last log line
     tick, tick_nimg, tick_step = time.perf_counter(), state.nimg, state.step
     bar = tqdm(total=cfg.steps, initial=state.step, unit="step", disable=not progress or None,
@@ -174,8 +176,16 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, model: dict, run_dir: P
                 tick, tick_nimg, tick_step = now, state.nimg, state.step
             sample_now = state.step % cfg.sample_every == 0 or last
             save_now = state.step % cfg.checkpoint_every == 0 or last
-            if sample_now or save_now:
-                refresh_batchnorm(G_ema, cfg.z_dim)  # once, for both: it depends only on G_ema's weights
+            eval_now = judge is not None and (state.step % cfg.eval_every == 0 or last)
+            if sample_now or save_now or eval_now:
+                refresh_batchnorm(G_ema, cfg.z_dim)  # once for all: it depends only on G_ema's weights
+            if eval_now:
+                fid = judge(G_ema)
+                log_file.write(json.dumps(dict(step=state.step, nimg=state.nimg, fid=fid)) + "\n")
+                log_file.flush()
+                if state.best_fid is None or fid < state.best_fid:
+                    state.best_fid = fid
+                    _save_checkpoint(state, cfg, model, run_dir, checkpoint.best_path(run_dir))
             if sample_now:
                 _save_samples(G_ema, fixed_z, data, run_dir / "samples" / f"step-{state.step:07d}.png")
             if save_now:
@@ -259,16 +269,35 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def _save_checkpoint(state: State, cfg: TrainConfig, model: dict, run_dir: Path) -> None:
+def _fid_judge(cfg: TrainConfig, data: Dataset, device: torch.device):
+    """G_ema -> FID of `eval_n` samples (fixed z) against the training data, on the extractor
+    `ganforge eval` picks for this data."""
+    from ganforge.metrics import frechet_distance
+    from ganforge.metrics.evaluate import default_extractor
+    from ganforge.metrics.extractors import get_extractor
+
+    extractor = get_extractor(default_extractor(data.data), device)
+    real_features, _ = extractor(data.data)
+    z = latents(cfg.eval_n, cfg.z_dim, cfg.seed + 3)
+
+    @torch.no_grad()
+    def judge(G_ema) -> float:
+        fake = torch.cat([G_ema(chunk.to(device)).float() for chunk in z.split(250)])
+        return frechet_distance(real_features, extractor(fake)[0])
+
+    return judge
+
+
+def _save_checkpoint(state: State, cfg: TrainConfig, model: dict, run_dir: Path, path: Path | None = None) -> None:
     tensors = {**prefixed("G", state.G.state_dict()), **prefixed("D", state.D.state_dict()),
                **prefixed("G_ema", state.G_ema.state_dict()),
                "rng.z": state.z_generator.get_state(), "rng.order": state.order.generator.get_state(),
                "order.perm": state.order.perm}
     record = dict(step=state.step, nimg=state.nimg, config=cfg.to_dict(), model=model, version=__version__,
-                  order_pos=state.order.pos,
+                  order_pos=state.order.pos, best_fid=state.best_fid,
                   opt_G=flatten("opt_G", state.opt_G.state_dict(), tensors),
                   opt_D=flatten("opt_D", state.opt_D.state_dict(), tensors))
-    checkpoint.save(checkpoint.path_for(run_dir, state.step), tensors, record)
+    checkpoint.save(path or checkpoint.path_for(run_dir, state.step), tensors, record)
     checkpoint.prune(run_dir, cfg.keep)
 
 
@@ -281,3 +310,4 @@ def _restore(state: State, tensors: dict, record: dict) -> None:
     state.order.generator.set_state(tensors["rng.order"])
     state.order.perm, state.order.pos = tensors["order.perm"], record["order_pos"]
     state.step, state.nimg = record["step"], record["nimg"]
+    state.best_fid = record.get("best_fid")

@@ -55,6 +55,11 @@ def load_images(spec: str | Path, n: int | None, seed: int, resolution: int | No
                      resolution=img.shape[-1])
 
 
+def default_extractor(img: torch.Tensor) -> str:
+    """`mnist` for grayscale images up to 64 px (digit-like data), `inception` otherwise."""
+    return "mnist" if img.shape[1] == 1 and img.shape[-1] <= 64 else "inception"
+
+
 def _is_run(spec) -> bool:
     path = Path(spec)
     return path.suffix == ".safetensors" or (path.is_dir() and (path / "checkpoints").is_dir())
@@ -90,8 +95,7 @@ def evaluate(fake, real=None, metrics=("fid", "kid", "pr", "dc"), extractor: str
         real = fake_info["data"]
     real_img, real_info = load_images(real, None, seed, resolution=fake_img.shape[-1], channels=fake_img.shape[1])
     if isinstance(extractor, str):
-        name = extractor if extractor != "auto" else ("mnist" if fake_img.shape[1] == 1 and fake_img.shape[-1] <= 64 else "inception")
-        extractor = get_extractor(name, device, weights)
+        extractor = get_extractor(default_extractor(fake_img) if extractor == "auto" else extractor, device, weights)
     real_f, _ = cached_features(real_img, extractor, Path(cache_dir) if cache_dir else None)
     fake_f, fake_logits = extractor(fake_img)
     dim = fake_f.shape[1]

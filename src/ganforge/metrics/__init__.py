@@ -7,7 +7,7 @@ from ganforge.metrics.digits import (
     load_digit_classifier,
     mnist_split,
 )
-from ganforge.metrics.modes import mode_report
+from ganforge.metrics.modes import mode_report, stacked_mnist_report
 from ganforge.metrics.scores import (
     density_coverage,
     feature_stats,
@@ -32,4 +32,5 @@ __all__ = [
     "load_digit_classifier",
     "mnist_split",
     "mode_report",
+    "stacked_mnist_report",
 ]

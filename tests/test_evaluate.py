@@ -135,7 +135,7 @@ def test_cli_eval_of_a_run_writes_eval_json_and_nearest_png(tmp_path, capsys):
     assert {"fid", "kid_mean", "kid_std", "precision", "recall", "density", "coverage", "is_mean"} <= set(report["metrics"])
     assert report["extractor"] == "mnist" and report["fake"]["n"] == 300 and report["real"]["source"] == "digits"
     assert report["warnings"] == []   # 300 samples, 128-d features
-    assert (run / "nearest.png").is_file() and "near-copy share" in out
+    assert (run / "nearest.png").is_file() and (run / "eval.png").is_file() and "near-copy share" in out
     assert main(["eval", str(run), "--n", "300", "--json", "--cache", "none", "--out", str(tmp_path / "j")]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"]["fid"] == pytest.approx(report["metrics"]["fid"], rel=1e-9)
     assert main(["eval", str(run), "--n", "60", "--metrics", "fid", "--cache", "none", "--out", str(tmp_path / "k")]) == 0
@@ -160,7 +160,7 @@ def test_eval_every_logs_fid_and_keeps_the_best_checkpoint(tmp_path):
 
     assert main(["train", "--data", "digits", "--resolution", "16", "--steps", "6", "--out", str(tmp_path),
                  "--name", "e", "--no-progress", "g_width=8", "d_width=8", "batch_size=16",
-                 "eval_every=2", "eval_n=50", "checkpoint_every=3"]) == 0
+                 "--eval-every", "2", "eval_n=50", "checkpoint_every=3"]) == 0
     run = tmp_path / "e"
     lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     fids = {e["step"]: e["fid"] for e in lines if "fid" in e}

@@ -19,6 +19,7 @@ TRAIN_FLAGS = {
     "resolution": "image side in pixels, a power of two from 16 to 256 (default 32)",
     "arch": "model family: dcgan (images) or mlp (vectors); default: chosen from the data",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default auto)",
+    "eval_every": "steps between FID checks of G_ema, logged; the best checkpoint is kept (default 0 = off)",
 }
 
 
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--weights", metavar="PATH", help="the Inception weights file, for offline use")
     ev.add_argument("--n", type=int, default=5000, help="generated samples, and real ones at most (default 5000)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the samples and of KID's subsets (default 0)")
-    ev.add_argument("--out", metavar="DIR", help="where eval.json and nearest.png go (default: the run folder, else .)")
+    ev.add_argument("--out", metavar="DIR", help="where eval.json, eval.png and nearest.png go "
+                    "(default: the run folder, else .)")
     ev.add_argument("--cache", metavar="DIR", default=None, help="feature cache of the real side "
                     "(default ~/.cache/ganforge/features; 'none' turns it off)")
     ev.add_argument("--json", action="store_true", help="print eval.json on stdout instead of the table")
@@ -114,7 +116,7 @@ def _eval(args) -> int:
     import json
     from pathlib import Path
 
-    from ganforge.metrics.evaluate import evaluate, format_table, write_report
+    from ganforge.metrics.evaluate import evaluate, format_table, numbers, write_report
     from ganforge.sample import pick_device
 
     fake = args.run or args.fake
@@ -127,12 +129,12 @@ def _eval(args) -> int:
                       extractor=args.extractor, n=args.n, seed=args.seed, weights=args.weights,
                       device=pick_device(args.device), cache_dir=cache)
     run_dir = Path(report["fake"]["path"]).parent.parent if report["fake"]["kind"] == "generator" else Path(".")
-    json_path, png = write_report(report, Path(args.out) if args.out else run_dir)
+    written = write_report(report, Path(args.out) if args.out else run_dir)
     if args.json:
-        print(json.dumps({k: v for k, v in report.items() if k != "nearest"}, indent=2))
+        print(json.dumps(numbers(report), indent=2))
     else:
         print(format_table(report))
-        print(f"wrote {json_path}" + (f" and {png}" if png else ""))
+        print("wrote " + ", ".join(map(str, written)))
     return 0
 
 

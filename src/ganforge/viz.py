@@ -65,3 +65,20 @@ def side_by_side(left: Image.Image, right: Image.Image, captions=("real", "gener
         draw.text((x, 3), caption, fill="black")
         x += pic.width + pad
     return out
+
+
+def text_panel(lines: list[str], width: int) -> Image.Image:
+    """Lines of text on white, one per 14 px."""
+    out = Image.new("RGB", (width, 14 * len(lines) + 16), "white")
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(lines):
+        draw.text((8, 8 + 14 * i), line, fill="black")
+    return out
+
+
+def stack(top: Image.Image, bottom: Image.Image) -> Image.Image:
+    """One picture above the other, left-aligned."""
+    out = Image.new("RGB", (max(top.width, bottom.width), top.height + bottom.height), "white")
+    out.paste(top.convert("RGB"), (0, 0))
+    out.paste(bottom.convert("RGB"), (0, top.height))
+    return out

@@ -22,7 +22,7 @@ from ganforge.data import load_source, to_uint8
 from ganforge.errors import UserError
 from ganforge.metrics.extractors import Extractor, get_extractor
 from ganforge.metrics.scores import density_coverage, frechet_distance, inception_score, kid, precision_recall
-from ganforge.viz import image_grid, save_png, side_by_side
+from ganforge.viz import image_grid, save_png, side_by_side, stack, text_panel
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,8 @@ def evaluate(fake, real=None, metrics=("fid", "kid", "pr", "dc"), extractor: str
         if fake_logits is None:
             raise UserError(f"the Inception Score needs class logits, which extractor '{extractor.name}' does not give")
         report["metrics"]["is_mean"], report["metrics"]["is_std"] = inception_score(fake_logits, seed=seed)
+    shown = torch.randperm(len(real_img), generator=torch.Generator().manual_seed(seed))[:64]
+    report["grids"] = (real_img[shown], fake_img[:64])   # a random draw: sources may be sorted by class
     if memorisation:
         report["memorisation"], nearest = memorisation_check(real_f, fake_f)
         report["nearest"] = (fake_img[nearest["fake"]], real_img[nearest["real"]])
@@ -160,20 +162,32 @@ def _nearest(a: torch.Tensor, b: torch.Tensor, exclude_self: bool) -> tuple[torc
     return torch.cat(dists), torch.cat(idx)
 
 
-def write_report(report: dict, out_dir: Path) -> tuple[Path, Path | None]:
-    """eval.json (every number and setting) and nearest.png (closest samples beside their nearest
-    training images) in out_dir."""
+PICTURES = ("grids", "nearest")  # report entries holding images, not numbers
+
+
+def write_report(report: dict, out_dir: Path) -> list[Path]:
+    """In out_dir: eval.json (every number and setting), nearest.png (the closest samples beside
+    their nearest training images) and eval.png (one page: real and generated grids, nearest
+    neighbours, the metric table). Returns the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    body = {k: v for k, v in report.items() if k != "nearest"}
     json_path = out_dir / "eval.json"
-    atomic_write(json_path, json.dumps(body, indent=2).encode())
-    png = None
+    atomic_write(json_path, json.dumps(numbers(report), indent=2).encode())
+    page = side_by_side(image_grid(report["grids"][0], nrow=8), image_grid(report["grids"][1], nrow=8))
+    written = [json_path]
     if "nearest" in report:
         fake, real = report["nearest"]
-        png = out_dir / "nearest.png"
-        save_png(side_by_side(image_grid(fake, nrow=4), image_grid(real, nrow=4),
-                              captions=("closest samples", "nearest training images")), png)
-    return json_path, png
+        nearest = side_by_side(image_grid(fake, nrow=4), image_grid(real, nrow=4),
+                               captions=("closest samples", "nearest training images"))
+        save_png(nearest, out_dir / "nearest.png")
+        written.append(out_dir / "nearest.png")
+        page = stack(page, nearest)
+    save_png(stack(page, text_panel(format_table(report).splitlines(), page.width)), out_dir / "eval.png")
+    return [*written, out_dir / "eval.png"]
+
+
+def numbers(report: dict) -> dict:
+    """The report without its pictures: what eval.json holds."""
+    return {k: v for k, v in report.items() if k not in PICTURES}
 
 
 def format_table(report: dict) -> str:

@@ -276,7 +276,7 @@ def _fid_judge(cfg: TrainConfig, data: Dataset, device: torch.device):
     from ganforge.metrics.evaluate import default_extractor
     from ganforge.metrics.extractors import get_extractor
 
-    extractor = get_extractor(default_extractor(data.data), device)
+    extractor = get_extractor(default_extractor(data.sample_shape), device)
     real_features, _ = extractor(data.data)
     z = latents(cfg.eval_n, cfg.z_dim, cfg.seed + 3)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,34 +32,62 @@ METRICS = ("fid", "kid", "pr", "dc", "is")
 NEAR_COPY_QUANTILE = 0.01  # a near-copy is closer to a training image than 99% of real images are to each other
 
 
+@dataclass
+class ImageSet:
+    """Images to evaluate, made on demand by index: a generator's samples are drawn, embedded and
+    dropped chunk by chunk, so memory holds features, not 50,000 images."""
+
+    count: int
+    shape: tuple[int, int, int]                    # (C, H, W)
+    make: Callable[[torch.Tensor], torch.Tensor]   # indices (B,) -> uint8 images (B, C, H, W)
+    info: dict
+
+    def batches(self, size: int = 500):
+        for start in range(0, self.count, size):
+            yield self.make(torch.arange(start, min(start + size, self.count)))
+
+
 def load_images(spec: str | Path, n: int | None, seed: int, resolution: int | None = None,
-                channels: int | None = None, data_root: str = "data") -> tuple[torch.Tensor, dict]:
-    """uint8 images (N, C, H, W) and a description, from a run/checkpoint (n samples drawn with
-    `seed`) or a data source (n of its images drawn with `seed`, all when n is None)."""
+                channels: int | None = None, data_root: str = "data") -> ImageSet:
+    """A run/checkpoint (n samples from `seed`, the same as `ganforge sample`) or a data source
+    (n of its images drawn with `seed`, all when n is None)."""
     if _is_run(spec):
-        from ganforge.sample import load_generator
+        from ganforge.sample import latents, load_generator
 
         gen = load_generator(spec)
         if gen.kind != "image":
             raise UserError(f"{spec} generates vectors; image metrics need an image run "
                             "(2-D mixtures are judged with benchmarks/check_samples.py)")
         count = n or 10_000
-        img = to_uint8(gen.sample(count, seed=seed))
-        return img, dict(kind="generator", path=str(gen.path), step=gen.step, n=count, seed=seed,
-                         data=gen.config["data"], resolution=gen.config["resolution"])
+        z = latents(count, gen.G.z_dim, seed)
+
+        @torch.no_grad()
+        def make(idx):
+            return to_uint8(gen.G(z[idx].to(gen.device)).float()).cpu()
+
+        c, r = gen.model["G"].get("channels", 1), gen.config["resolution"]
+        return ImageSet(count, (c, r, r), make, dict(kind="generator", path=str(gen.path), step=gen.step,
+                        n=count, seed=seed, data=gen.config["data"], resolution=r))
     ds = load_source(str(spec), resolution or 32, channels, data_root)
     if ds.kind != "image":
         raise UserError(f"'{spec}' holds vectors, not images")
     img = ds.data
     if n is not None and n < len(img):
         img = img[torch.randperm(len(img), generator=torch.Generator().manual_seed(seed))[:n]]
-    return img, dict(kind="data", source=str(spec), n=len(img), of=len(ds), seed=seed,
-                     resolution=img.shape[-1])
+    return ImageSet(len(img), tuple(img.shape[1:]), img.__getitem__,
+                    dict(kind="data", source=str(spec), n=len(img), of=len(ds), seed=seed, resolution=img.shape[-1]))
 
 
-def default_extractor(img: torch.Tensor) -> str:
-    """`mnist` for grayscale images up to 64 px (digit-like data), `inception` otherwise."""
-    return "mnist" if img.shape[1] == 1 and img.shape[-1] <= 64 else "inception"
+def embed(images: ImageSet, extractor: Extractor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Features (and logits) of every image, chunk by chunk."""
+    parts = [extractor(batch) for batch in images.batches()]
+    logits = [lg for _, lg in parts if lg is not None]
+    return torch.cat([f for f, _ in parts]), (torch.cat(logits) if logits else None)
+
+
+def default_extractor(shape: tuple[int, ...]) -> str:
+    """`mnist` for grayscale images (C, H, W) up to 64 px (digit-like data), `inception` otherwise."""
+    return "mnist" if shape[-3] == 1 and shape[-1] <= 64 else "inception"
 
 
 def _is_run(spec) -> bool:
@@ -88,16 +118,18 @@ def evaluate(fake, real=None, metrics=("fid", "kid", "pr", "dc"), extractor: str
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise UserError(f"unknown metric '{unknown[0]}': choose from {', '.join(METRICS)}")
-    fake_img, fake_info = load_images(fake, n, seed)
+    fakes = load_images(fake, n, seed)
+    fake_info = fakes.info
     if real is None:
         if fake_info["kind"] != "generator":
             raise UserError("name the real images with --real when --fake is not a run")
         real = fake_info["data"]
-    real_img, real_info = load_images(real, None, seed, resolution=fake_img.shape[-1], channels=fake_img.shape[1])
+    reals = load_images(real, None, seed, resolution=fakes.shape[-1], channels=fakes.shape[0])
+    real_img, real_info = reals.make(torch.arange(reals.count)), reals.info   # a data set: in memory already
     if isinstance(extractor, str):
-        extractor = get_extractor(default_extractor(fake_img) if extractor == "auto" else extractor, device, weights)
+        extractor = get_extractor(default_extractor(fakes.shape) if extractor == "auto" else extractor, device, weights)
     real_f, _ = cached_features(real_img, extractor, Path(cache_dir) if cache_dir else None)
-    fake_f, fake_logits = extractor(fake_img)
+    fake_f, fake_logits = embed(fakes, extractor)
     dim = fake_f.shape[1]
     report = dict(version=__version__, extractor=extractor.name, extractor_sha256=extractor.weights_sha256,
                   feature_dim=dim, fake=fake_info, real=real_info, seed=seed, metrics={}, warnings=[])
@@ -124,10 +156,10 @@ def evaluate(fake, real=None, metrics=("fid", "kid", "pr", "dc"), extractor: str
             raise UserError(f"the Inception Score needs class logits, which extractor '{extractor.name}' does not give")
         report["metrics"]["is_mean"], report["metrics"]["is_std"] = inception_score(fake_logits, seed=seed)
     shown = torch.randperm(len(real_img), generator=torch.Generator().manual_seed(seed))[:64]
-    report["grids"] = (real_img[shown], fake_img[:64])   # a random draw: sources may be sorted by class
+    report["grids"] = (real_img[shown], fakes.make(torch.arange(min(64, fakes.count))))  # sources may be sorted
     if memorisation:
         report["memorisation"], nearest = memorisation_check(real_f, fake_f)
-        report["nearest"] = (fake_img[nearest["fake"]], real_img[nearest["real"]])
+        report["nearest"] = (fakes.make(nearest["fake"]), real_img[nearest["real"]])
     return report
 
 

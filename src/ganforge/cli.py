@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--extractor", default="auto", help="inception, mnist or auto: mnist for grayscale images "
                     "up to 64 px, inception otherwise (default auto)")
     ev.add_argument("--weights", metavar="PATH", help="the Inception weights file, for offline use")
-    ev.add_argument("--n", type=int, default=5000, help="generated samples, and real ones at most (default 5000)")
+    ev.add_argument("--n", type=int, default=5000, help="generated samples (the real side uses all its images) (default 5000)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the samples and of KID's subsets (default 0)")
     ev.add_argument("--out", metavar="DIR", help="where eval.json, eval.png and nearest.png go "
                     "(default: the run folder, else .)")

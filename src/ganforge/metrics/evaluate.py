@@ -23,7 +23,15 @@ from ganforge.checkpoint import atomic_write
 from ganforge.data import load_source, to_uint8
 from ganforge.errors import UserError
 from ganforge.metrics.extractors import Extractor, get_extractor
-from ganforge.metrics.scores import density_coverage, frechet_distance, inception_score, kid, precision_recall
+from ganforge.metrics.scores import (
+    density_coverage,
+    frechet_distance,
+    inception_score,
+    kid,
+    kth_neighbour_distances,
+    nearest,
+    precision_recall,
+)
 from ganforge.viz import image_grid, save_png, side_by_side, stack, text_panel
 
 log = logging.getLogger(__name__)
@@ -39,7 +47,7 @@ class ImageSet:
 
     count: int
     shape: tuple[int, int, int]                    # (C, H, W)
-    make: Callable[[torch.Tensor], torch.Tensor]   # indices (B,) -> uint8 images (B, C, H, W)
+    make: Callable[[torch.Tensor | slice], torch.Tensor]   # indices (B,) or a slice -> uint8 (B, C, H, W)
     info: dict
 
     def batches(self, size: int = 500):
@@ -125,7 +133,7 @@ def evaluate(fake, real=None, metrics=("fid", "kid", "pr", "dc"), extractor: str
             raise UserError("name the real images with --real when --fake is not a run")
         real = fake_info["data"]
     reals = load_images(real, None, seed, resolution=fakes.shape[-1], channels=fakes.shape[0])
-    real_img, real_info = reals.make(torch.arange(reals.count)), reals.info   # a data set: in memory already
+    real_img, real_info = reals.make(slice(None)), reals.info   # a data set: a view of what is in memory
     if isinstance(extractor, str):
         extractor = get_extractor(default_extractor(fakes.shape) if extractor == "auto" else extractor, device, weights)
     real_f, _ = cached_features(real_img, extractor, Path(cache_dir) if cache_dir else None)
@@ -167,8 +175,8 @@ def memorisation_check(train_f: torch.Tensor, fake_f: torch.Tensor, shown: int =
     """Each fake's distance to its nearest training image, against each training image's distance
     to its nearest *other* training image (what a new real image from the same source looks like).
     A near-copy is a fake closer than the 1% quantile of the real distances."""
-    fake_d, fake_idx = _nearest(fake_f, train_f, exclude_self=False)
-    real_d, _ = _nearest(train_f, train_f, exclude_self=True)
+    fake_d, fake_idx = nearest(fake_f, train_f)
+    real_d = kth_neighbour_distances(train_f, 1)
     threshold = float(torch.quantile(real_d, NEAR_COPY_QUANTILE))
     quantiles = (0.01, 0.1, 0.5, 0.9)
     closest = fake_d.argsort()[:shown]
@@ -179,19 +187,6 @@ def memorisation_check(train_f: torch.Tensor, fake_f: torch.Tensor, shown: int =
         near_copy_share=float((fake_d < threshold).double().mean()),
     )
     return result, dict(fake=closest, real=fake_idx[closest])
-
-
-def _nearest(a: torch.Tensor, b: torch.Tensor, exclude_self: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    dists, idx = [], []
-    for start in range(0, len(a), 2048):
-        d = torch.cdist(a[start:start + 2048], b)
-        if exclude_self:
-            rows = torch.arange(len(d))
-            d[rows, rows + start] = float("inf")
-        m = d.min(1)
-        dists.append(m.values)
-        idx.append(m.indices)
-    return torch.cat(dists), torch.cat(idx)
 
 
 PICTURES = ("grids", "nearest")  # report entries holding images, not numbers

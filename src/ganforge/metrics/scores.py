@@ -75,11 +75,17 @@ def kid(real, fake, subsets: int = 100, subset_size: int = 1000, seed: int = 202
     return float(np.mean(mmds)), float(np.std(mmds))
 
 
-def _kth_neighbour_radii(x: torch.Tensor, k: int) -> torch.Tensor:
+def kth_neighbour_distances(x: torch.Tensor, k: int) -> torch.Tensor:
     """Distance from each row of x to its k-th nearest other row (itself excluded)."""
     if len(x) <= k:
         raise ValueError(f"need more than k={k} samples in each set, got {len(x)}")
     return torch.cat([torch.cdist(block, x).kthvalue(k + 1, dim=1).values for block in x.split(BLOCK)])
+
+
+def nearest(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row of a: the distance to its nearest row of b, and that row's index."""
+    found = [torch.cdist(block, b).min(1) for block in a.split(BLOCK)]
+    return torch.cat([f.values for f in found]), torch.cat([f.indices for f in found])
 
 
 def _ball_counts(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, strict: bool) -> torch.Tensor:
@@ -98,8 +104,8 @@ def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
     samples inside the real manifold (fidelity); recall: the share of real samples inside the fake
     manifold (diversity). Balls are closed (<=), as in torch-fidelity."""
     x, y = as_features(real), as_features(fake)
-    precision = (_ball_counts(y, x, _kth_neighbour_radii(x, k), strict=False) > 0).double().mean()
-    recall = (_ball_counts(x, y, _kth_neighbour_radii(y, k), strict=False) > 0).double().mean()
+    precision = (_ball_counts(y, x, kth_neighbour_distances(x, k), strict=False) > 0).double().mean()
+    recall = (_ball_counts(x, y, kth_neighbour_distances(y, k), strict=False) > 0).double().mean()
     return float(precision), float(recall)
 
 
@@ -109,10 +115,9 @@ def density_coverage(real, fake, k: int = 5) -> tuple[float, float]:
     real balls holding each fake sample, divided by k (about 1 when the sets match; above 1 when
     fakes crowd dense regions). Coverage: the share of real balls holding at least one fake."""
     x, y = as_features(real), as_features(fake)
-    radii = _kth_neighbour_radii(x, k)
+    radii = kth_neighbour_distances(x, k)
     density = _ball_counts(y, x, radii, strict=True).double().mean() / k
-    nearest_fake = torch.cat([torch.cdist(block, y).min(1).values for block in x.split(BLOCK)])
-    coverage = (nearest_fake < radii).double().mean()
+    coverage = (nearest(x, y)[0] < radii).double().mean()
     return float(density), float(coverage)
 
 

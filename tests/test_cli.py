@@ -142,12 +142,23 @@ def test_checkpoint_that_is_not_one(tmp_path, capsys):
     assert "not a readable ganforge checkpoint" in capsys.readouterr().err
 
 
-def test_existing_run_folder_is_never_overwritten(tmp_path, capsys):
+def test_existing_folder_is_never_overwritten(tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")
     assert main(["train", "--data", "ring8", "--out", str(tmp_path), "--name", "taken"]) == 2
-    assert "--resume" in capsys.readouterr().err
+    assert "is not a ganforge run: choose another --name" in capsys.readouterr().err
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+
+
+def test_naming_an_existing_run_continues_it(tmp_path, capsys):
+    args = ["train", "--data", "ring8", "--out", str(tmp_path), "--name", "r", "--no-progress",
+            "g_width=4", "d_width=4", "batch_size=32", "checkpoint_every=2"]
+    assert main([*args, "--steps", "2"]) == 0
+    assert main([*args, "--steps", "4"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    assert checkpoint.find(tmp_path / "r").name == "step-0000004.safetensors"
+    assert main([*args, "--steps", "4", "--seed", "1"]) == 2
+    assert "cannot change seed when resuming" in capsys.readouterr().err
 
 
 def test_resume_drops_log_lines_after_its_checkpoint(tmp_path):

@@ -2,10 +2,12 @@
 
 Nothing is pickled, so loading a checkpoint can never run code. Writes are atomic: a temporary file
 in the same folder, fsync, rename, fsync of the folder; a crash leaves the old file or the new one,
-never half of one.
+never half of one. Each file carries a SHA-256 of its record and tensors, checked on every load, so
+a damaged file (a flipped bit, a bad disk) is named instead of silently resumed from.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,6 +23,11 @@ from ganforge.errors import UserError
 FORMAT = 1
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"step-(\d+)\.safetensors")
+_TEMPORARY = ".*.tmp-*"  # what atomic_write leaves behind when its process is killed mid-write
+
+
+class DamagedCheckpoint(UserError):
+    """A file that is a ganforge checkpoint but whose contents no longer match its checksum."""
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -44,25 +51,41 @@ def atomic_write(path: Path, data: bytes) -> None:
 def save(path: Path, tensors: dict[str, torch.Tensor], record: dict) -> None:
     """Write tensors and a JSON-able record as one safetensors file, atomically."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    header = {"ganforge": json.dumps({"format": FORMAT, **record})}
+    text = json.dumps({"format": FORMAT, **record})
+    header = {"ganforge": text, "sha256": digest(text, tensors)}
     atomic_write(Path(path), save_bytes(tensors, metadata=header))
 
 
 def load(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a checkpoint written by `save`; a file that is not one raises UserError."""
+    """Read a checkpoint written by `save`. A file that is not one raises UserError; one whose
+    checksum does not match raises DamagedCheckpoint."""
     path = Path(path)
     try:
         data = path.read_bytes()
         tensors = load_bytes(data)
         header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
-        record = json.loads(header["__metadata__"]["ganforge"])
+        text = header["__metadata__"]["ganforge"]
+        record = json.loads(text)
     except FileNotFoundError:
         raise UserError(f"no such checkpoint: {path}") from None
     except (SafetensorError, ValueError, KeyError, TypeError, OSError) as err:
         raise UserError(f"{path} is not a readable ganforge checkpoint ({err})") from None
-    if record.get("format") != FORMAT:
-        raise UserError(f"{path} has checkpoint format {record.get('format')}; this ganforge reads {FORMAT}")
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        found = record.get("format") if isinstance(record, dict) else None
+        raise UserError(f"{path} has checkpoint format {found}; this ganforge reads {FORMAT}")
+    if header["__metadata__"].get("sha256") != digest(text, tensors):
+        raise DamagedCheckpoint(f"{path} is damaged: its contents do not match its checksum")
     return tensors, record
+
+
+def digest(record_text: str, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a record and of every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256(record_text.encode())
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -84,6 +107,36 @@ def find(run_or_file: str | Path) -> Path:
         raise UserError(f"{path} holds no checkpoints (looked in {path / CHECKPOINT_DIR}); "
                         "train first or pass a .safetensors checkpoint")
     return found[-1]
+
+
+def load_newest(run_or_file: str | Path) -> tuple[Path, dict[str, torch.Tensor], dict]:
+    """(path, tensors, record) of `find`'s checkpoint. When a run's newest checkpoint is damaged or
+    unreadable, the error names it and offers the newest intact older one."""
+    path = find(run_or_file)
+    try:
+        return (path, *load(path))
+    except UserError as err:
+        if Path(run_or_file).is_file():
+            raise
+        older = next((p for p in reversed(checkpoints(run_or_file)[:-1]) if _intact(p)), None)
+        offer = (f"the newest intact one is {older}: pass that file instead of the run folder"
+                 if older else "no older intact checkpoint is left")
+        raise type(err)(f"{err}; {offer}") from None
+
+
+def _intact(path: Path) -> bool:
+    try:
+        load(path)
+        return True
+    except UserError:
+        return False
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete what a killed `atomic_write` left behind in a run folder (hidden .tmp-PID files)."""
+    for folder in (Path(run_dir), Path(run_dir) / CHECKPOINT_DIR, Path(run_dir) / "samples"):
+        for tmp in folder.glob(_TEMPORARY):
+            tmp.unlink(missing_ok=True)
 
 
 def path_for(run_dir: Path, step: int) -> Path:

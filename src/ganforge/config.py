@@ -52,6 +52,8 @@ class TrainConfig:
     eval_every: int = setting(0, "steps between FID checks of G_ema (images; 0 = off); the best is kept "
                               "as checkpoints/best.safetensors")
     eval_n: int = setting(1000, "samples per FID check")
+    nan_patience: int = setting(10, "non-finite steps in a row (each skipped) before the run goes back to "
+                                "its last checkpoint with halved learning rates")
     out: str = setting("runs", "parent folder of run folders")
     name: str | None = setting(None, "run folder name; None: <data>-<date>-<time>")
 
@@ -80,7 +82,7 @@ FIELDS: dict[str, type] = typing.get_type_hints(TrainConfig)
 HELP: dict[str, str] = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
 # Fields a resumed run may change; the rest define the run and must stay as they were.
 RESUMABLE = frozenset({"steps", "device", "log_every", "sample_every", "checkpoint_every", "keep",
-                       "eval_every", "eval_n"})
+                       "eval_every", "eval_n", "nan_patience"})
 
 
 def parse_value(key: str, text: str):
@@ -125,7 +127,7 @@ def validate(cfg: TrainConfig) -> None:
     from ganforge.models import FAMILIES  # late import: models do not depend on config
 
     positive = ["z_dim", "g_width", "d_width", "depth", "batch_size", "steps", "r1_every", "log_every",
-                "sample_every", "checkpoint_every", "keep"]
+                "sample_every", "checkpoint_every", "keep", "nan_patience"]
     for key in positive:
         if getattr(cfg, key) < 1:
             raise UserError(f"{key} must be a whole number >= 1, got {getattr(cfg, key)}")

@@ -57,8 +57,7 @@ class LoadedGenerator:
 
 
 def load_generator(run_or_checkpoint: str | Path, device: str = "auto") -> LoadedGenerator:
-    path = checkpoint.find(run_or_checkpoint)
-    tensors, record = checkpoint.load(path)
+    path, tensors, record = checkpoint.load_newest(run_or_checkpoint)
     dev = pick_device(device)
     G = build_generator(record["model"])
     G.load_state_dict(unprefixed("G_ema", tensors))

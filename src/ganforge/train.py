@@ -6,18 +6,18 @@ generator that is saved in each checkpoint, so a resumed run continues exactly w
 """
 from __future__ import annotations
 
-import copy
 import json
+import logging
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from ganforge import __version__, checkpoint
-from ganforge.checkpoint import atomic_write, flatten, prefixed, unflatten, unprefixed
+from ganforge import state as state_io
+from ganforge.checkpoint import atomic_write
 from ganforge.config import RESUMABLE, TrainConfig, resolve
 from ganforge.data import Dataset, load_source, to_model_space
 from ganforge.ema import ema_beta, refresh_batchnorm, update_ema
@@ -25,63 +25,42 @@ from ganforge.errors import UserError
 from ganforge.losses import G_LOSSES, d_loss, r1_penalty
 from ganforge.models import FAMILIES, default_family
 from ganforge.sample import latents, pick_device
+from ganforge.state import State
 from ganforge.viz import image_grid, save_png, scatter, side_by_side
-
 
 GRID_SIZE = 64        # samples in each progress grid, from fixed z
 SCATTER_SIZE = 2500   # points in each scatter plot of vector data
+MAX_ROLLBACKS = 3     # the divergence guard gives up after this many
+
+log = logging.getLogger(__name__)
 
 
-class BatchOrder:
-    """Shuffled passes over the data set: each pass a fresh permutation, the last partial batch
-    dropped. Its whole state (generator, permutation, position) goes into checkpoints."""
+class Diverged(Exception):
+    """Training produced non-finite numbers that skipping steps did not cure."""
 
-    def __init__(self, n: int, seed: int):
-        self.n = n
-        self.generator = torch.Generator().manual_seed(seed)
-        self.perm = torch.randperm(n, generator=self.generator)
-        self.pos = 0
-
-    def next(self, batch_size: int) -> torch.Tensor:
-        if self.pos + batch_size > self.n:
-            self.perm = torch.randperm(self.n, generator=self.generator)
-            self.pos = 0
-        self.pos += batch_size
-        return self.perm[self.pos - batch_size:self.pos]
-
-
-@dataclass
-class State:
-    """Everything that changes during training."""
-
-    G: torch.nn.Module
-    D: torch.nn.Module
-    G_ema: torch.nn.Module
-    opt_G: torch.optim.Optimizer
-    opt_D: torch.optim.Optimizer
-    z_generator: torch.Generator
-    order: BatchOrder
-    step: int = 0
-    nimg: int = 0
-    best_fid: float | None = None   # lowest FID of the checks so far (eval_every)
+    def __init__(self, step: int, why: str):
+        super().__init__(f"step {step}: {why}")
+        self.step, self.why = step, why
 
 
 def train(user: dict | None = None, resume: str | Path | None = None, progress: bool = True) -> Path:
-    """Train with the user's settings (a dict of TrainConfig fields), or continue the run folder
-    `resume` from its newest checkpoint. Returns the run folder."""
+    """Train with the user's settings (a dict of TrainConfig fields), or continue a run: `resume`
+    is a run folder (its newest checkpoint) or one of its checkpoint files. Naming an existing run
+    folder (out/name) continues it too. Returns the run folder."""
     user = dict(user or {})
+    resume = resume if resume is not None else _existing_run(user)
     if resume is not None:
-        run_dir = Path(resume)
-        tensors, record = checkpoint.load(checkpoint.find(run_dir))
-        cfg = _resumed_config(record["config"], user)
+        run_dir, tensors, record, saved = _open_run(Path(resume))
+        cfg = _resumed_config(saved["config"], user)
         data = load_source(cfg.data, cfg.resolution, cfg.channels, cfg.data_root)
+        model = saved["model"]
     else:
         resolve(user, user.get("arch") or "dcgan")  # validate before the data is loaded
         data = load_source(user.get("data", TrainConfig.data), user.get("resolution", TrainConfig.resolution),
                            user.get("channels"), user.get("data_root", TrainConfig.data_root))
         cfg = resolve(user, user.get("arch") or default_family(data.kind))
         run_dir = _new_run_dir(cfg)
-        tensors, record = None, None
+        tensors, record, model = None, None, None
 
     family = FAMILIES[cfg.arch]
     if family.kind != data.kind:
@@ -90,22 +69,30 @@ def train(user: dict | None = None, resume: str | Path | None = None, progress: 
     if cfg.batch_size > len(data):
         raise UserError(f"batch_size {cfg.batch_size} is larger than the data set ({len(data)} items): lower it")
     device = pick_device(cfg.device)
-    model = record["model"] if record else dict(zip(("G", "D"), family.model_args(cfg, data)), arch=cfg.arch)
-    state = _new_state(cfg, model, device, len(data))
+    model = model or dict(zip(("G", "D"), family.model_args(cfg, data)), arch=cfg.arch)
+    state = state_io.new_state(cfg, model, device, len(data))
     if record:
-        _restore(state, tensors, record)
+        state_io.restore(state, tensors, record)
         if state.step >= cfg.steps:
             raise UserError(f"{run_dir} is already at step {state.step}: pass --steps N with N > {state.step}")
+    if resume is not None:
+        checkpoint.remove_temporaries(run_dir)
         _truncate_log(run_dir / "log.jsonl", state.step)
     else:
         atomic_write(run_dir / "config.json", json.dumps(
             {"config": cfg.to_dict(), "model": model, "data": data.info, "version": __version__}, indent=2).encode())
 
-    print(f"ganforge {__version__}: {'resuming' if record else 'training'} {run_dir} on {device} "
+    print(f"ganforge {__version__}: {'resuming' if resume is not None else 'training'} {run_dir} on {device} "
           f"from step {state.step} to {cfg.steps}")
     print("config: " + " ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
-    _loop(cfg, data, state, model, run_dir, device, progress)
-    print(f"run folder: {run_dir}")
+    while True:
+        try:
+            _loop(cfg, data, state, model, run_dir, device, progress)
+            break
+        except Diverged as err:
+            state = _roll_back(cfg, model, len(data), run_dir, device, state, err)
+    print(f"run folder: {run_dir}" + (f" ({state.skipped} non-finite steps skipped, {state.rollbacks} rollbacks)"
+                                      if state.skipped else ""))
     return run_dir
 
 
@@ -116,17 +103,17 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, model: dict, run_dir: P
     pool = data.data.to(device)              # the whole data set, decoded, on the device
     fixed_z = latents(GRID_SIZE if data.kind == "image" else SCATTER_SIZE, cfg.z_dim, cfg.seed).to(device)
     judge = _fid_judge(cfg, data, device) if cfg.eval_every and data.kind == "image" else None
-    sums = torch.zeros(4, device=device)     # loss_D, loss_G, D(x), D(G(z)) since the last log line
-    tick, tick_nimg, tick_step = time.perf_counter(), state.nimg, state.step
+    sums = torch.zeros(5, device=device)     # loss_D, loss_G, D(x), D(G(z)), steps: finite steps since the last log
+    tick, tick_nimg = time.perf_counter(), state.nimg
     bar = tqdm(total=cfg.steps, initial=state.step, unit="step", disable=not progress or None,
                dynamic_ncols=True, file=sys.stderr)
 
     with (run_dir / "log.jsonl").open("a") as log_file:
         while state.step < cfg.steps:
-            if cfg.lr_decay == "linear":
-                scale = _decay(state.step, cfg.steps, cfg.lr_decay_start)
-                _set_lr(opt_G, cfg.lr_g * scale)
-                _set_lr(opt_D, cfg.lr_d * scale)
+            scale = state.lr_scale * (_decay(state.step, cfg.steps, cfg.lr_decay_start)
+                                      if cfg.lr_decay == "linear" else 1.0)
+            _set_lr(opt_G, cfg.lr_g * scale)
+            _set_lr(opt_D, cfg.lr_d * scale)
             real = to_model_space(pool[state.order.next(cfg.batch_size).to(device)])
             z = torch.randn(cfg.batch_size, cfg.z_dim, generator=state.z_generator).to(device)
             fake = G(z)
@@ -143,29 +130,42 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, model: dict, run_dir: P
                 penalty = gamma / 2 * r1_penalty(real, real_logits, getattr(D, "std", 1.0))
             opt_D.zero_grad(set_to_none=True)
             (loss_D + penalty).backward()
-            opt_D.step()
+            finite_D = _finite(loss_D + penalty, D)
+            if finite_D:  # the divergence guard: a non-finite update is skipped, not applied
+                opt_D.step()
 
             D.requires_grad_(False)  # G's update needs gradients through D, not for D's weights
             loss_G = g_loss(D(fake))
             opt_G.zero_grad(set_to_none=True)
             loss_G.backward()
-            opt_G.step()
+            finite_G = _finite(loss_G, G)
+            if finite_G:
+                opt_G.step()
             D.requires_grad_(True)
 
+            if finite_D and finite_G:
+                state.bad_streak = 0
+                with torch.no_grad():
+                    sums += torch.stack([loss_D, loss_G, real_logits.sigmoid().mean(),
+                                         fake_logits.sigmoid().mean(), torch.ones(())])
+            else:
+                state.skipped += 1
+                state.bad_streak += 1
+                if state.bad_streak >= cfg.nan_patience:
+                    raise Diverged(state.step + 1, f"{state.bad_streak} steps in a row with a non-finite "
+                                               f"{'loss or gradient of D' if not finite_D else 'loss or gradient of G'}")
             state.step += 1
             state.nimg += cfg.batch_size
             update_ema(G_ema, G, ema_beta(state.nimg, cfg.batch_size, cfg.ema_kimg, cfg.ema_rampup))
-            with torch.no_grad():
-                sums += torch.stack([loss_D, loss_G, real_logits.sigmoid().mean(), fake_logits.sigmoid().mean()])
             bar.update(1)
             last = state.step == cfg.steps
 
             if state.step % cfg.log_every == 0 or last:
                 now = time.perf_counter()
-                means = (sums / (state.step - tick_step)).tolist()
+                means = (sums[:4] / sums[4].clamp(min=1)).tolist()
                 entry = dict(step=state.step, nimg=state.nimg, loss_D=means[0], loss_G=means[1],
                              D_real=means[2], D_fake=means[3], img_per_s=(state.nimg - tick_nimg) / (now - tick),
-                             time=time.time())
+                             skipped=state.skipped, time=time.time())
                 log_file.write(json.dumps(entry) + "\n")
                 log_file.flush()
                 bar.set_postfix(loss_D=f"{means[0]:.3f}", loss_G=f"{means[1]:.3f}",
@@ -173,7 +173,7 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, model: dict, run_dir: P
                 if bar.disable and progress:
                     print(" ".join(f"{k}={v:.4g}" for k, v in entry.items() if k != "time"), flush=True)
                 sums.zero_()
-                tick, tick_nimg, tick_step = now, state.nimg, state.step
+                tick, tick_nimg = now, state.nimg
             sample_now = state.step % cfg.sample_every == 0 or last
             save_now = state.step % cfg.checkpoint_every == 0 or last
             eval_now = judge is not None and (state.step % cfg.eval_every == 0 or last)
@@ -185,7 +185,7 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, model: dict, run_dir: P
                 log_file.flush()
                 if state.best_fid is None or fid < state.best_fid:
                     state.best_fid = fid
-                    _save_checkpoint(state, cfg, model, run_dir, checkpoint.best_path(run_dir))
+                    _save_checkpoint(state, cfg, model, run_dir, best=True)
             if sample_now:
                 _save_samples(G_ema, fixed_z, data, run_dir / "samples" / f"step-{state.step:07d}.png")
             if save_now:
@@ -230,10 +230,34 @@ def _truncate_log(path: Path, step: int) -> None:
 def _new_run_dir(cfg: TrainConfig) -> Path:
     name = cfg.name or f"{Path(cfg.data).stem or 'data'}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.out) / name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"run folder {run_dir} already exists: continue it with --resume {run_dir} "
-                        "or choose another --name")
+    # Hidden files are what a run killed while writing its config.json left: nothing to keep.
+    if run_dir.exists() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
+        raise UserError(f"folder {run_dir} already exists and is not a ganforge run: choose another --name")
     return run_dir
+
+
+def _existing_run(user: dict) -> Path | None:
+    """The run folder out/name when the user names one that exists: the command continues it."""
+    if user.get("name") is None:
+        return None
+    run_dir = Path(user.get("out", TrainConfig.out)) / user["name"]
+    return run_dir if (run_dir / "config.json").is_file() else None
+
+
+def _open_run(path: Path) -> tuple[Path, dict | None, dict | None, dict]:
+    """(run folder, tensors, record, saved config and model) of a run to continue: from the given
+    checkpoint file, else the run's newest; tensors and record are None when the run was stopped
+    before its first checkpoint (it then starts again from step 0)."""
+    run_dir = path.parent.parent if path.is_file() else path
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{path} is not a ganforge run folder or one of its checkpoints "
+                        f"(no readable {run_dir / 'config.json'})") from None
+    if not path.is_file() and not checkpoint.checkpoints(run_dir):
+        return run_dir, None, None, saved
+    _, tensors, record = checkpoint.load_newest(path)
+    return run_dir, tensors, record, {"config": record["config"], "model": record["model"]}
 
 
 def _resumed_config(saved: dict, user: dict) -> TrainConfig:
@@ -243,20 +267,6 @@ def _resumed_config(saved: dict, user: dict) -> TrainConfig:
         raise UserError(f"cannot change {', '.join(changed)} when resuming; only "
                         f"{', '.join(sorted(RESUMABLE))} may change (or start a new run)")
     return resolve({**saved, **{k: v for k, v in user.items() if k in RESUMABLE}}, saved["arch"])
-
-
-def _new_state(cfg: TrainConfig, model: dict, device: torch.device, n: int) -> State:
-    family = FAMILIES[cfg.arch]
-    torch.manual_seed(cfg.seed)  # weight initialisation
-    G = family.Generator(**model["G"]).to(device)
-    D = family.Discriminator(**model["D"]).to(device)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    betas = (cfg.beta1, cfg.beta2)
-    return State(G, D, G_ema,
-                 torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=betas),
-                 torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas),
-                 z_generator=torch.Generator().manual_seed(cfg.seed + 1),
-                 order=BatchOrder(n, cfg.seed + 2))
 
 
 def _decay(step: int, steps: int, start: float) -> float:
@@ -288,26 +298,47 @@ def _fid_judge(cfg: TrainConfig, data: Dataset, device: torch.device):
     return judge
 
 
-def _save_checkpoint(state: State, cfg: TrainConfig, model: dict, run_dir: Path, path: Path | None = None) -> None:
-    tensors = {**prefixed("G", state.G.state_dict()), **prefixed("D", state.D.state_dict()),
-               **prefixed("G_ema", state.G_ema.state_dict()),
-               "rng.z": state.z_generator.get_state(), "rng.order": state.order.generator.get_state(),
-               "order.perm": state.order.perm}
-    record = dict(step=state.step, nimg=state.nimg, config=cfg.to_dict(), model=model, version=__version__,
-                  order_pos=state.order.pos, best_fid=state.best_fid,
-                  opt_G=flatten("opt_G", state.opt_G.state_dict(), tensors),
-                  opt_D=flatten("opt_D", state.opt_D.state_dict(), tensors))
-    checkpoint.save(path or checkpoint.path_for(run_dir, state.step), tensors, record)
+def _finite(loss: torch.Tensor, module: torch.nn.Module) -> bool:
+    """Whether a loss and the gradients it left in `module` are all finite (one device sync).
+    A sum of finite gradients so large that it overflows counts as non-finite too."""
+    parts = [loss.detach().reshape(1)] + [p.grad.sum().reshape(1) for p in module.parameters() if p.grad is not None]
+    return bool(torch.isfinite(torch.cat(parts).sum()))
+
+
+def _save_checkpoint(state: State, cfg: TrainConfig, model: dict, run_dir: Path, best: bool = False) -> None:
+    """Write the state as the step's checkpoint (or as the best one). Weights that are not finite
+    are never written: that is a divergence. A failed write leaves the previous checkpoints intact."""
+    bad = state_io.non_finite(state)
+    if bad:
+        raise Diverged(state.step, f"non-finite weights in {', '.join(bad)}")
+    path = checkpoint.best_path(run_dir) if best else checkpoint.path_for(run_dir, state.step)
+    try:
+        state_io.save(state, cfg, model, path)
+    except OSError as err:
+        kept = checkpoint.checkpoints(run_dir)
+        intact = f"the last checkpoint, {kept[-1]}, is intact" if kept else "no checkpoint was written yet"
+        raise OSError(err.errno, f"could not write {path} ({err.strerror or err}); {intact}: free space or "
+                                 f"fix the folder's permissions, then continue with --resume {run_dir}") from err
     checkpoint.prune(run_dir, cfg.keep)
 
 
-def _restore(state: State, tensors: dict, record: dict) -> None:
-    for name in ("G", "D", "G_ema"):
-        getattr(state, name).load_state_dict(unprefixed(name, tensors))
-    state.opt_G.load_state_dict(unflatten(record["opt_G"], tensors))
-    state.opt_D.load_state_dict(unflatten(record["opt_D"], tensors))
-    state.z_generator.set_state(tensors["rng.z"])
-    state.order.generator.set_state(tensors["rng.order"])
-    state.order.perm, state.order.pos = tensors["order.perm"], record["order_pos"]
-    state.step, state.nimg = record["step"], record["nimg"]
-    state.best_fid = record.get("best_fid")
+def _roll_back(cfg: TrainConfig, model: dict, n: int, run_dir: Path, device: torch.device,
+               state: State, err: Diverged) -> State:
+    """The divergence guard's second line: back to the newest checkpoint (or to step 0), with the
+    learning rates halved. Gives up, with the run's checkpoints intact, after MAX_ROLLBACKS."""
+    if state.rollbacks >= MAX_ROLLBACKS:
+        raise UserError(f"training diverged ({err}) and did not recover after {MAX_ROLLBACKS} rollbacks with "
+                        f"halved learning rates: lower lr_g and lr_d, or raise r1_gamma; the checkpoints in "
+                        f"{run_dir / checkpoint.CHECKPOINT_DIR} are intact")
+    fresh = state_io.new_state(cfg, model, device, n)
+    kept = checkpoint.checkpoints(run_dir)
+    if kept:
+        state_io.restore(fresh, *checkpoint.load(kept[-1]))
+    fresh.lr_scale, fresh.rollbacks = state.lr_scale / 2, state.rollbacks + 1
+    fresh.skipped, fresh.best_fid, fresh.bad_streak = state.skipped, state.best_fid, 0
+    log.warning("training diverged (%s): back to step %d with learning rates x%g", err, fresh.step, fresh.lr_scale)
+    _truncate_log(run_dir / "log.jsonl", fresh.step)
+    with (run_dir / "log.jsonl").open("a") as log_file:
+        log_file.write(json.dumps(dict(step=fresh.step, event="rollback", diverged_at=err.step,
+                                       why=err.why, lr_scale=fresh.lr_scale)) + "\n")
+    return fresh

@@ -5,10 +5,13 @@ sets are faked as local files.
 """
 from __future__ import annotations
 
+import io
 import logging
 import pickle
 import socket
 import struct
+import tarfile
+import zipfile
 
 import numpy as np
 import pytest
@@ -221,6 +224,72 @@ def test_folder_errors(tmp_path):
         load_source(str(bad))
 
 
+def test_folder_symlink_loops_neither_hang_nor_crash(tmp_path, caplog):
+    for i in range(3):
+        save(solid("L", 50 * i), tmp_path / f"good{i}.png")
+    (tmp_path / "loop").symlink_to(tmp_path, target_is_directory=True)  # a folder inside itself
+    (tmp_path / "a.png").symlink_to(tmp_path / "b.png")  # a.png -> b.png -> a.png
+    (tmp_path / "b.png").symlink_to(tmp_path / "a.png")
+    with caplog.at_level(logging.WARNING, logger="ganforge"):
+        ds = load_source(str(tmp_path), resolution=16)
+    assert len(ds) == 3 and "skipped 2 of 5" in caplog.text
+
+
+# ---------------------------------------------------------------- archives
+
+
+def png_bytes(value: int) -> bytes:
+    buf = io.BytesIO()
+    solid("L", value).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_zip_of_class_folders(tmp_path):
+    with zipfile.ZipFile(tmp_path / "d.zip", "w") as z:
+        for k, cls in enumerate(("cat", "dog")):
+            for i in range(3):
+                z.writestr(f"{cls}/{i}.png", png_bytes(100 * k))
+        z.writestr("cat/.hidden.png", png_bytes(0))
+        z.writestr("readme.txt", "not an image")
+    ds = load_source(str(tmp_path / "d.zip"), resolution=16)
+    assert ds.data.shape == (6, 1, 16, 16) and ds.class_names == ("cat", "dog")
+    assert ds.labels.tolist() == [0, 0, 0, 1, 1, 1] and ds.data[3:].float().mean() == 100
+
+
+def test_tar_refuses_members_that_escape_links_and_bombs(tmp_path, caplog, monkeypatch):
+    def add(tar, name, data=None, kind=tarfile.REGTYPE, link=""):
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname, info.size = kind, link, len(data or b"")
+        tar.addfile(info, io.BytesIO(data) if data else None)
+
+    big = png_bytes(7) + b"\0" * 5000
+    with tarfile.open(tmp_path / "d.tar.gz", "w:gz") as tar:
+        for i in range(3):
+            add(tar, f"imgs/{i}.png", png_bytes(40))
+        add(tar, "../escape.png", png_bytes(1))
+        add(tar, "/etc/absolute.png", png_bytes(2))
+        add(tar, "imgs/link.png", kind=tarfile.SYMTYPE, link="/etc/passwd")
+        add(tar, "imgs/big.png", big)
+    monkeypatch.setattr("ganforge.data.archive.MAX_MEMBER_BYTES", 4000)
+    with caplog.at_level(logging.WARNING, logger="ganforge"):
+        ds = load_source(str(tmp_path / "d.tar.gz"), resolution=16)
+    assert len(ds) == 3 and ds.info["skipped"] == 4
+    for why in ("path outside the archive refused", "absolute path refused", "a link or device", "over the 4000 limit"):
+        assert why in caplog.text
+    assert not (tmp_path.parent / "escape.png").exists()
+
+
+def test_zip_refuses_escaping_names_and_bad_archives(tmp_path):
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as z:
+        z.writestr("../../evil.png", png_bytes(1))
+        z.writestr("C:/evil.png", png_bytes(1))
+    with pytest.raises(UserError, match="all 2 such files were refused"):
+        load_source(str(tmp_path / "evil.zip"))
+    (tmp_path / "broken.zip").write_bytes(b"PK not really")
+    with pytest.raises(UserError, match="is not a readable archive"):
+        load_source(str(tmp_path / "broken.zip"))
+
+
 # ---------------------------------------------------------------- .npy files
 
 
@@ -286,7 +355,7 @@ def test_unknown_and_missing_specs(tmp_path):
     with pytest.raises(UserError, match="unknown data source 'cifar-10': did you mean cifar10\\?.*mnist5k"):
         load_source("cifar-10")
     save(solid("L", 0), tmp_path / "one.png")
-    with pytest.raises(UserError, match="neither a folder nor a .npy file"):
+    with pytest.raises(UserError, match="neither a folder, an archive nor a .npy file"):
         load_source(str(tmp_path / "one.png"))
     with pytest.raises(UserError, match="channels must be 1 or 3"):
         load_source("digits", channels=4)

@@ -232,7 +232,9 @@ def _new_run_dir(cfg: TrainConfig) -> Path:
     run_dir = Path(cfg.out) / name
     # Hidden files are what a run killed while writing its config.json left: nothing to keep.
     if run_dir.exists() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
-        raise UserError(f"folder {run_dir} already exists and is not a ganforge run: choose another --name")
+        what = ("is a run: continue it with --resume" if (run_dir / "config.json").is_file()
+                else "is not a ganforge run: choose another --name")
+        raise UserError(f"folder {run_dir} already exists and {what}")
     return run_dir
 
 

@@ -39,39 +39,51 @@ log = logging.getLogger(__name__)
 
 def load_folder(folder: Path, resolution: int, channels: int | None) -> Dataset:
     """Every readable image under `folder` as uint8 (N, C, R, R); see the module docstring."""
-    paths, class_of = _find_images(folder)
-    if not paths:
-        raise UserError(f"no readable images in {folder} (looked for {_LOOKED_FOR}); it holds no such files: "
-                        "pass a folder of images")
-    # Grey images are written into every channel, so that a folder found to be all grey keeps channel 0.
-    out = torch.empty((len(paths), channels or 3, resolution, resolution), dtype=torch.uint8)
-    kept = torch.zeros(len(paths), dtype=torch.bool)
+    paths = _find_images(folder)
+    names = [p.relative_to(folder).as_posix() for p in paths]
+    return decode_images(folder, names, paths, resolution, channels)
+
+
+def decode_images(source: Path, names: list[str], files: list, resolution: int, channels: int | None,
+                  rejected: list[str] = ()) -> Dataset:
+    """Decode `files` (paths, or file objects of in-memory bytes) named by `names` (relative,
+    "/"-separated) into a Dataset; unreadable ones are skipped and counted with `rejected` (names
+    with the reason, already left out by the caller)."""
+    if not files:
+        found = (f"all {len(rejected)} such files were refused, e.g. {rejected[0]}" if rejected
+                 else "it holds no such files")
+        raise UserError(f"no readable images in {source} (looked for {_LOOKED_FOR}); {found}: "
+                        "pass a folder or archive of images")
+    class_of = _classes(source, names)
+    # Grey images are written into every channel, so that a source found to be all grey keeps channel 0.
+    out = torch.empty((len(files), channels or 3, resolution, resolution), dtype=torch.uint8)
+    kept = torch.zeros(len(files), dtype=torch.bool)
     all_grey = True
-    skipped: list[str] = []
+    skipped: list[str] = list(rejected)
     with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         # Between PIL's warning and error limits, a decompression bomb only warns: make that a skip too.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="PIL")  # e.g. odd EXIF, per file
-        decoded = zip(paths, pool.map(lambda p: _decode(p, resolution, channels), paths))
-        progress = tqdm(decoded, total=len(paths), desc=f"decoding {folder}", unit="img",
-                        disable=len(paths) <= _PROGRESS_ABOVE)
-        for i, (path, (img, error)) in enumerate(progress):
+        decoded = zip(names, pool.map(lambda f: _decode(f, resolution, channels), files))
+        progress = tqdm(decoded, total=len(files), desc=f"decoding {source}", unit="img",
+                        disable=len(files) <= _PROGRESS_ABOVE)
+        for i, (name, (img, error)) in enumerate(progress):
             if img is None:
-                skipped.append(f"{path.relative_to(folder)} ({error})")
+                skipped.append(f"{name} ({error})")
                 continue
             out[i] = torch.from_numpy(img)  # (c, R, R) broadcasts over out's channels
             kept[i] = True
             all_grey &= img.shape[0] == 1
 
     count = int(kept.sum())
+    total = len(files) + len(rejected)
     if count == 0:
-        raise UserError(f"no readable images in {folder} (looked for {_LOOKED_FOR}); all {len(paths)} such "
-                        f"files failed to decode, e.g. {skipped[0]}: check the files or pass another folder")
+        raise UserError(f"no readable images in {source} (looked for {_LOOKED_FOR}); all {total} such "
+                        f"files failed to decode, e.g. {skipped[0]}: check the files or pass another source")
     if skipped:
         named = ", ".join(skipped[:_NAMED_SKIPS]) + (" ..." if len(skipped) > _NAMED_SKIPS else "")
-        log.warning("skipped %d of %d files that are not readable images: %s",
-                    len(skipped), len(paths), named)
-    if count < len(paths):
+        log.warning("skipped %d of %d files that are not readable images: %s", len(skipped), total, named)
+    if count < len(files):
         out = out[kept]
     if channels is None and all_grey:
         out = out[:, :1].clone()
@@ -81,34 +93,45 @@ def load_folder(folder: Path, resolution: int, channels: int | None) -> Dataset:
         class_names = tuple(sorted(set(class_of)))
         index = {name: k for k, name in enumerate(class_names)}
         labels = torch.tensor([index[name] for name in class_of], dtype=torch.int64)[kept]
-    return Dataset(name=folder.name or str(folder), kind="image", data=out, labels=labels,
+    return Dataset(name=source.stem or str(source), kind="image", data=out, labels=labels,
                    class_names=class_names,
-                   info={"source": str(folder), "count": count, "skipped": len(skipped)})
+                   info={"source": str(source), "count": count, "skipped": len(skipped)})
 
 
-def _find_images(folder: Path) -> tuple[list[Path], list[str] | None]:
-    """Sorted image paths, and per path its class (first-level sub-folder), or None for no classes."""
+def is_image_name(name: str) -> bool:
+    """An image file name ganforge reads: a known extension, not hidden, in no hidden folder."""
+    parts = name.split("/")
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not any(part.startswith(".") for part in parts)
+
+
+def _find_images(folder: Path) -> list[Path]:
+    """Sorted image paths under `folder`, symlinked folders not followed (no loops)."""
     paths = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        paths += [Path(dirpath) / f for f in sorted(filenames)
-                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
-    top = [p.relative_to(folder).parts for p in paths]
+        paths += [Path(dirpath) / f for f in sorted(filenames) if is_image_name(f)]
+    return paths
+
+
+def _classes(source: Path, names: list[str]) -> list[str] | None:
+    """Per name its class (first-level sub-folder), or None when the images have no classes."""
+    top = [name.split("/") for name in names]
     classes = {parts[0] for parts in top if len(parts) > 1}
     has_top_level = any(len(parts) == 1 for parts in top)
     if len(classes) < 2 or has_top_level:
         if len(classes) >= 2:
             log.warning("%s has images both at the top level and in sub-folders: loading all of them "
                         "without class labels; move the top-level images into a sub-folder to get labels",
-                        folder)
-        return paths, None
-    return paths, [parts[0] for parts in top]
+                        source)
+        return None
+    return [parts[0] for parts in top]
 
 
-def _decode(path: Path, resolution: int, channels: int | None) -> tuple[np.ndarray | None, str]:
-    """(uint8 (C, R, R) array, "") with C = channels or the image's own 1 or 3; (None, why) if unreadable."""
+def _decode(file, resolution: int, channels: int | None) -> tuple[np.ndarray | None, str]:
+    """(uint8 (C, R, R) array, "") with C = channels or the image's own 1 or 3; (None, why) if unreadable.
+    `file` is a path or a file object."""
     try:
-        with Image.open(path) as img:
+        with Image.open(file) as img:
             limit = Image.MAX_IMAGE_PIXELS
             if limit and img.width * img.height > limit:
                 raise Image.DecompressionBombError(f"{img.width}x{img.height} pixels")
@@ -116,7 +139,7 @@ def _decode(path: Path, resolution: int, channels: int | None) -> tuple[np.ndarr
             img = ImageOps.exif_transpose(img)
             img = _to_grey_or_rgb(img)
     except Exception as e:  # noqa: BLE001 - any decoder failure means "not a readable image"
-        detail = str(e) if str(path) not in str(e) else ""  # PIL's "cannot identify" repeats the path
+        detail = str(e) if "cannot identify" not in str(e) else ""  # that message only repeats the name
         return None, f"{type(e).__name__}: {detail[:60]}" if detail else type(e).__name__
     if channels == 1 and img.mode == "RGB":
         img = img.convert("L")

@@ -5,6 +5,7 @@ A spec is, in this order of precedence:
                     (3 mnist5k digits per image, 1,000 modes), ring8, grid25 (2-D);
   a torchvision name mnist, fashion-mnist, kmnist, cifar10, cifar100, svhn (read from `root`);
   a folder          of PNG/JPEG/WebP/BMP images (see ganforge.data.folder);
+  an archive        .zip or .tar(.gz/.bz2/.xz) of such images, read in memory (ganforge.data.archive);
   a .npy file       float [N, D] or [N] vectors, or uint8 [N, H, W] / [N, H, W, C] images.
 Image sources come back as uint8 (N, C, R, R) with R = `resolution` (shorter side resized with
 antialiased bilinear, then centre-cropped); `channels` (1 or 3, None = the source's own) applies to
@@ -22,6 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ganforge.data.archive import ARCHIVE_SUFFIXES, is_archive, load_archive
 from ganforge.data.dataset import Dataset
 from ganforge.data.folder import load_folder
 from ganforge.data.images import resize_crop, to_channels
@@ -161,6 +163,7 @@ def list_sources() -> list[tuple[str, str]]:
         *((name, s.description) for name, s in BUILTIN_SOURCES.items()),
         *((name, s.description) for name, s in TORCHVISION_SOURCES.items()),
         ("<folder>", "a folder of PNG/JPEG/WebP/BMP images, searched recursively; sub-folders are classes"),
+        ("<file>.zip|.tar", "an archive of such images (also .tar.gz, .tgz, .tar.bz2, .tar.xz), read in memory"),
         ("<file>.npy", "a NumPy array: float [N, D] vectors, or uint8 [N, H, W(, C)] images"),
     ]
 
@@ -185,9 +188,12 @@ def load_source(spec: str, resolution: int = 32, channels: int | None = None, ro
         return load_folder(path, resolution, channels)
     if path.is_file() and path.suffix.lower() == ".npy":
         return _load_npy(path, resolution, channels)
+    if path.is_file() and is_archive(path):
+        return load_archive(path, resolution, channels)
     if path.exists():
-        raise UserError(f"{spec} is neither a folder nor a .npy file: pass a folder of images or a .npy file")
-    if "/" in spec or os.sep in spec or spec.lower().endswith(".npy") or spec.startswith(("~", ".")):
+        raise UserError(f"{spec} is neither a folder, an archive nor a .npy file: pass a folder or archive of "
+                        "images (.zip, .tar, .tar.gz) or a .npy file")
+    if "/" in spec or os.sep in spec or spec.lower().endswith((".npy", *ARCHIVE_SUFFIXES)) or spec.startswith(("~", ".")):
         raise UserError(f"no such file or folder: {spec}")
     close = difflib.get_close_matches(spec.lower(), _source_names(), n=1)
     hint = f"did you mean {close[0]}? " if close else ""

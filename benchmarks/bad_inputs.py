@@ -3,8 +3,8 @@
     python benchmarks/bad_inputs.py
 
 Each image case is a folder of 8 good 24x24 PNGs plus the bad file(s), trained on for one step
-(`ganforge train --data FOLDER --steps 1`, tiny widths). The other cases are bad settings, bad .npy
-files, a checkpoint that is not one, an output path that cannot be written, and a disk that fills
+(`ganforge train --data FOLDER --steps 1`, tiny widths). The other cases are archives with unsafe
+members, bad settings, bad .npy files, a checkpoint that is not one, an output path that cannot be written, and a disk that fills
 up (a file-size limit, so that writes fail with EFBIG). Prints one markdown row per case: the exit
 code, what was loaded, and ganforge's own message.
 """
@@ -17,7 +17,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +131,20 @@ def table(root: Path) -> None:
     np.save(npy / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
     (npy / "pickle.npy").write_bytes(pickle.dumps([1, 2, 3]))
     np.save(npy / "strings.npy", np.array(["a", "b"]))
+    with zipfile.ZipFile(root / "escape.zip", "w") as z:
+        for i in range(8):
+            z.writestr(f"good{i}.png", png(grey(value=20 * i)))
+        z.writestr("../../escape.png", png(grey()))
+        z.writestr("/etc/absolute.png", png(grey()))
+    with tarfile.open(root / "links.tar.gz", "w:gz") as tar:
+        for i in range(8):
+            data = png(grey(value=20 * i))
+            info = tarfile.TarInfo(f"imgs/good{i}.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("imgs/passwd.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(link)
     evil = root / "evil.safetensors"
     evil.write_bytes(b"\x00" * 64)
     (root / "a-file").write_text("")
@@ -139,6 +155,10 @@ def table(root: Path) -> None:
         (".npy of Python objects", ["train", "--data", str(npy / "objects.npy"), "--out", str(root / "runs")]),
         (".npy that is a pickle", ["train", "--data", str(npy / "pickle.npy"), "--out", str(root / "runs")]),
         (".npy of strings", ["train", "--data", str(npy / "strings.npy"), "--out", str(root / "runs")]),
+        ("zip with members named ../../escape.png and /etc/absolute.png",
+         ["train", "--data", str(root / "escape.zip"), "--out", str(root / "runs"), *TINY]),
+        ("tar.gz with a symlink member to /etc/passwd",
+         ["train", "--data", str(root / "links.tar.gz"), "--out", str(root / "runs"), *TINY]),
         ("setting: lr_g=-1", ["train", "lr_g=-1"]),
         ("setting: loss=wgan", ["train", "loss=wgan"]),
         ("setting: --resolution 48", ["train", "--resolution", "48"]),

@@ -3,6 +3,10 @@
 One step = one D update on a real and a fake batch, then one G update on the same fakes (as the
 classic DCGAN example does: G runs forward once per step). Every random draw comes from a
 generator that is saved in each checkpoint, so a resumed run continues exactly where it stopped.
+
+The divergence guard: an update whose loss or gradients are not finite is skipped and counted;
+`nan_patience` skips in a row send the run back to its newest checkpoint with halved learning
+rates, at most MAX_ROLLBACKS times; weights that are not finite are never checkpointed.
 """
 from __future__ import annotations
 

@@ -4,7 +4,13 @@ import math
 import pytest
 import torch
 
-from ganforge.losses import G_LOSSES, d_loss, g_loss_minimax, g_loss_nonsaturating, r1_penalty
+from ganforge.losses import (
+    G_LOSSES,
+    d_loss,
+    g_loss_minimax,
+    g_loss_nonsaturating,
+    r1_penalty,
+)
 
 LN3 = math.log(3.0)
 

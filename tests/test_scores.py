@@ -22,7 +22,10 @@ def features(n=600, d=32, shift=0.0, seed=0):
 
 
 def test_fid_matches_torch_fidelity_and_scipy_sqrtm():
-    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_fid import (
+        fid_features_to_statistics,
+        fid_statistics_to_metric,
+    )
 
     real, fake = features(seed=0), features(shift=0.3, seed=1)
     ours = frechet_distance(real, fake)

@@ -54,6 +54,10 @@ class TrainConfig:
     eval_n: int = setting(1000, "samples per FID check")
     nan_patience: int = setting(10, "non-finite steps in a row (each skipped) before the run goes back to "
                                 "its last checkpoint with halved learning rates")
+    precision: str = setting("fp32", "fp32 | bf16 | fp16: autocast of the forward passes (fp16 adds a grad scaler)")
+    channels_last: bool = setting(False, "image models and batches in NHWC memory layout")
+    compile: bool = setting(False, "torch.compile G and D (needs a C++ compiler on the CPU, Triton on GPUs)")
+    tf32: bool = setting(True, "TF32 matmuls and convolutions on NVIDIA GPUs")
     out: str = setting("runs", "parent folder of run folders")
     name: str | None = setting(None, "run folder name; None: <data>-<date>-<time>")
 
@@ -82,7 +86,10 @@ FIELDS: dict[str, type] = typing.get_type_hints(TrainConfig)
 HELP: dict[str, str] = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
 # Fields a resumed run may change; the rest define the run and must stay as they were.
 RESUMABLE = frozenset({"steps", "device", "log_every", "sample_every", "checkpoint_every", "keep",
-                       "eval_every", "eval_n", "nan_patience"})
+                       "eval_every", "eval_n", "nan_patience", "precision", "channels_last", "compile", "tf32"})
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 def parse_value(key: str, text: str):
@@ -94,6 +101,10 @@ def parse_value(key: str, text: str):
     kind = FIELDS[key]
     if text.lower() in ("none", "auto") and type(None) in typing.get_args(kind):
         return None
+    if kind is bool:
+        if text.lower() not in _BOOLEANS:
+            raise UserError(f"setting '{key}' needs true or false (also 1/0, yes/no, on/off), got '{text}'")
+        return _BOOLEANS[text.lower()]
     base = next((t for t in (int, float, str) if t is kind or t in typing.get_args(kind)), str)
     try:
         return base(text)
@@ -151,6 +162,8 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"loss must be one of {', '.join(G_LOSSES)}, got '{cfg.loss}'")
     if cfg.arch not in FAMILIES:
         raise UserError(f"arch must be one of {', '.join(FAMILIES)}, got '{cfg.arch}'")
+    if cfg.precision not in ("fp32", "bf16", "fp16"):
+        raise UserError(f"precision must be fp32, bf16 or fp16, got '{cfg.precision}'")
     if cfg.channels not in (None, 1, 3):
         raise UserError(f"channels must be 1, 3 or auto, got {cfg.channels}")
     r = cfg.resolution

@@ -31,13 +31,16 @@ def g_loss_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()
 
 
-def r1_penalty(real: torch.Tensor, real_logits: torch.Tensor, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+def r1_penalty(real: torch.Tensor, real_logits: torch.Tensor, scale: torch.Tensor | float = 1.0,
+               grad_scale: float = 1.0) -> torch.Tensor:
     """R1 (Mescheder, Geiger & Nowozin 2018, "Which training methods for GANs actually
     converge?"): E[||grad_x D(x)||^2] at real x, to be added to D's loss times gamma / 2. `real`
     must require grad and `real_logits` come from it. The gradient is multiplied by `scale`
-    (the data's std per dimension), so that gamma means the same whatever the data's units."""
-    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-    return (grad * scale).square().flatten(1).sum(1).mean()
+    (the data's std per dimension), so that gamma means the same whatever the data's units.
+    Under fp16 the inner gradient is taken at `grad_scale` times the logits and divided back, as
+    PyTorch's AMP recipe for gradient penalties does, so that it does not underflow."""
+    (grad,) = torch.autograd.grad(real_logits.sum() * grad_scale, real, create_graph=True)
+    return (grad.float() / grad_scale * scale).square().flatten(1).sum(1).mean()
 
 
 # Name -> G loss. D's loss is the same for both forms.

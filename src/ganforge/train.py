@@ -12,22 +12,32 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from ganforge import __version__, checkpoint
+from ganforge import __version__, checkpoint, dist
 from ganforge import state as state_io
 from ganforge.checkpoint import atomic_write
-from ganforge.config import RESUMABLE, TrainConfig, resolve
+from ganforge.config import TrainConfig, resolve
 from ganforge.data import Dataset, load_source, to_model_space
 from ganforge.ema import ema_beta, refresh_batchnorm, update_ema
 from ganforge.errors import UserError
 from ganforge.losses import G_LOSSES, d_loss, r1_penalty
 from ganforge.models import FAMILIES, default_family
+from ganforge.runs import (
+    existing_run,
+    new_run_dir,
+    open_run,
+    resumed_config,
+    truncate_log,
+)
+from ganforge.runtime import Runtime, eager
 from ganforge.sample import latents, pick_device
 from ganforge.state import State
 from ganforge.viz import image_grid, save_png, scatter, side_by_side
@@ -47,15 +57,36 @@ class Diverged(Exception):
         self.step, self.why = step, why
 
 
+@dataclass(frozen=True)
+class Run:
+    """Where and how a run trains (fixed for its whole life in this process)."""
+
+    run_dir: Path
+    model: dict            # {"arch": ..., "G": kwargs, "D": kwargs}
+    device: torch.device
+    ranks: dist.Dist
+    rt: Runtime
+    progress: bool
+
+
 def train(user: dict | None = None, resume: str | Path | None = None, progress: bool = True) -> Path:
     """Train with the user's settings (a dict of TrainConfig fields), or continue a run: `resume`
     is a run folder (its newest checkpoint) or one of its checkpoint files. Naming an existing run
-    folder (out/name) continues it too. Returns the run folder."""
+    folder (out/name) continues it too. Under torchrun, every process calls this. Returns the run folder."""
     user = dict(user or {})
-    resume = resume if resume is not None else _existing_run(user)
+    ranks, device_name = dist.init(str(user.get("device", "auto")))
+    try:
+        return _train(user, resume, progress, ranks, device_name)
+    finally:
+        dist.close(ranks)
+
+
+def _train(user: dict, resume, progress: bool, ranks: dist.Dist, device_name: str) -> Path:
+    started = ranks.broadcast_float(time.time())  # names a new run folder alike on every rank
+    resume = resume if resume is not None else existing_run(user)
     if resume is not None:
-        run_dir, tensors, record, saved = _open_run(Path(resume))
-        cfg = _resumed_config(saved["config"], user)
+        run_dir, tensors, record, saved = open_run(Path(resume))
+        cfg = resumed_config(saved["config"], user)
         data = load_source(cfg.data, cfg.resolution, cfg.channels, cfg.data_root)
         model = saved["model"]
     else:
@@ -63,7 +94,7 @@ def train(user: dict | None = None, resume: str | Path | None = None, progress: 
         data = load_source(user.get("data", TrainConfig.data), user.get("resolution", TrainConfig.resolution),
                            user.get("channels"), user.get("data_root", TrainConfig.data_root))
         cfg = resolve(user, user.get("arch") or default_family(data.kind))
-        run_dir = _new_run_dir(cfg)
+        run_dir = new_run_dir(cfg, started)
         tensors, record, model = None, None, None
 
     family = FAMILIES[cfg.arch]
@@ -72,86 +103,107 @@ def train(user: dict | None = None, resume: str | Path | None = None, progress: 
                         f"drop arch= or use arch={default_family(data.kind)}")
     if cfg.batch_size > len(data):
         raise UserError(f"batch_size {cfg.batch_size} is larger than the data set ({len(data)} items): lower it")
-    device = pick_device(cfg.device)
-    model = model or dict(zip(("G", "D"), family.model_args(cfg, data)), arch=cfg.arch)
-    state = state_io.new_state(cfg, model, device, len(data))
+    if cfg.batch_size % ranks.world:
+        raise UserError(f"batch_size {cfg.batch_size} is the global batch and must divide by the {ranks.world} processes")
+    device = pick_device(device_name if ranks.world > 1 else cfg.device)
+    run = Run(run_dir, model or dict(zip(("G", "D"), family.model_args(cfg, data)), arch=cfg.arch), device, ranks,
+              Runtime(cfg.precision, cfg.channels_last, cfg.compile, cfg.tf32, device), progress)
+    state = _new_state(cfg, run, len(data))
     if record:
         state_io.restore(state, tensors, record)
         if state.step >= cfg.steps:
             raise UserError(f"{run_dir} is already at step {state.step}: pass --steps N with N > {state.step}")
-    if resume is not None:
+    ranks.barrier()  # every rank has read the run folder before rank 0 changes it
+    if ranks.main and resume is not None:
         checkpoint.remove_temporaries(run_dir)
-        _truncate_log(run_dir / "log.jsonl", state.step)
-    else:
+        truncate_log(run_dir / "log.jsonl", state.step)
+    elif ranks.main:
         atomic_write(run_dir / "config.json", json.dumps(
-            {"config": cfg.to_dict(), "model": model, "data": data.info, "version": __version__}, indent=2).encode())
+            {"config": cfg.to_dict(), "model": run.model, "data": data.info, "version": __version__}, indent=2).encode())
 
-    print(f"ganforge {__version__}: {'resuming' if resume is not None else 'training'} {run_dir} on {device} "
-          f"from step {state.step} to {cfg.steps}")
-    print("config: " + " ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
+    if ranks.main:
+        print(f"ganforge {__version__}: {'resuming' if resume is not None else 'training'} {run_dir} on {device}"
+              f"{f' x {ranks.world} processes' if ranks.world > 1 else ''} from step {state.step} to {cfg.steps}")
+        print("config: " + " ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
     while True:
         try:
-            _loop(cfg, data, state, model, run_dir, device, progress)
+            _loop(cfg, data, state, run)
             break
         except Diverged as err:
-            state = _roll_back(cfg, model, len(data), run_dir, device, state, err)
-    print(f"run folder: {run_dir}" + (f" ({state.skipped} non-finite steps skipped, {state.rollbacks} rollbacks)"
-                                      if state.skipped else ""))
+            state = _roll_back(cfg, run, len(data), state, err)
+    if ranks.main:
+        print(f"run folder: {run_dir}" + (f" ({state.skipped} non-finite steps skipped, {state.rollbacks} rollbacks)"
+                                          if state.skipped else ""))
     return run_dir
 
 
-def _loop(cfg: TrainConfig, data: Dataset, state: State, model: dict, run_dir: Path,
-          device: torch.device, progress: bool) -> None:
+def _new_state(cfg: TrainConfig, run: Run, n: int) -> State:
+    state = state_io.new_state(cfg, run.model, run.device, n)
+    images = FAMILIES[cfg.arch].kind == "image"
+    run.rt.prepare(state.G, images)
+    run.rt.prepare(state.D, images)
+    return state
+
+
+def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
     G, D, G_ema, opt_G, opt_D = state.G, state.D, state.G_ema, state.opt_G, state.opt_D
+    rt, ranks, device = run.rt, run.ranks, run.device
     g_loss = G_LOSSES[cfg.loss]
-    pool = data.data.to(device)              # the whole data set, decoded, on the device
+    # The data set on the device, decoded; a memory-mapped one stays on disk and is read per batch.
+    pool = data.data if data.info.get("memory_mapped") else data.data.to(device)
     fixed_z = latents(GRID_SIZE if data.kind == "image" else SCATTER_SIZE, cfg.z_dim, cfg.seed).to(device)
-    judge = _fid_judge(cfg, data, device) if cfg.eval_every and data.kind == "image" else None
+    judge = _fid_judge(cfg, data, device) if cfg.eval_every and data.kind == "image" and ranks.main else None
     sums = torch.zeros(5, device=device)     # loss_D, loss_G, D(x), D(G(z)), steps: finite steps since the last log
-    tick, tick_nimg = time.perf_counter(), state.nimg
-    bar = tqdm(total=cfg.steps, initial=state.step, unit="step", disable=not progress or None,
+    tick, tick_nimg, waited = time.perf_counter(), state.nimg, 0.0
+    bar = tqdm(total=cfg.steps, initial=state.step, unit="step", disable=not (run.progress and ranks.main) or None,
                dynamic_ncols=True, file=sys.stderr)
 
-    with (run_dir / "log.jsonl").open("a") as log_file:
+    with (run.run_dir / "log.jsonl").open("a") if ranks.main else open(os.devnull, "w") as log_file:
         while state.step < cfg.steps:
             scale = state.lr_scale * (_decay(state.step, cfg.steps, cfg.lr_decay_start)
                                       if cfg.lr_decay == "linear" else 1.0)
             _set_lr(opt_G, cfg.lr_g * scale)
             _set_lr(opt_D, cfg.lr_d * scale)
-            real = to_model_space(pool[state.order.next(cfg.batch_size).to(device)])
-            z = torch.randn(cfg.batch_size, cfg.z_dim, generator=state.z_generator).to(device)
-            fake = G(z)
+            # Every rank draws the global batch and keeps its own slice (see ganforge.dist).
+            began = time.perf_counter()
+            index = ranks.shard(state.order.next(cfg.batch_size))
+            real = rt.batch(to_model_space(pool[index.to(pool.device)].to(device, non_blocking=True)))
+            waited += time.perf_counter() - began
+            z = ranks.shard(torch.randn(cfg.batch_size, cfg.z_dim, generator=state.z_generator)).to(device)
+            with rt.autocast():
+                fake = G(z)
 
             # Lazy R1 (StyleGAN2): every r1_every steps, weighted by r1_every, for the same mean push.
             regularise = cfg.r1_gamma > 0 and state.step % cfg.r1_every == 0
             real.requires_grad_(regularise)
-            real_logits, fake_logits = D(real), D(fake.detach())
-            loss_D = d_loss(real_logits, fake_logits)
-            penalty = 0.0
-            if regularise:
-                # The MLP's D standardises its input: R1 is measured per unit of the data's std.
-                gamma = cfg.r1_gamma * cfg.r1_every
-                penalty = gamma / 2 * r1_penalty(real, real_logits, getattr(D, "std", 1.0))
+            with rt.autocast():
+                real_logits = (eager(D) if regularise else D)(real).float()
+                fake_logits = D(fake.detach()).float()
+                loss_D = d_loss(real_logits, fake_logits)
+                penalty = torch.zeros((), device=device)
+                if regularise:
+                    # The MLP's D standardises its input: R1 is measured per unit of the data's std.
+                    gamma = cfg.r1_gamma * cfg.r1_every
+                    penalty = gamma / 2 * r1_penalty(real, real_logits, getattr(D, "std", 1.0), rt.grad_scale())
             opt_D.zero_grad(set_to_none=True)
-            (loss_D + penalty).backward()
-            finite_D = _finite(loss_D + penalty, D)
-            if finite_D:  # the divergence guard: a non-finite update is skipped, not applied
-                opt_D.step()
+            rt.backward(loss_D + penalty)
+            # Under fp16 an overflowed penalty is the scaler's to skip; only the loss itself is judged.
+            finite_D = _update(loss_D if rt.scaler else loss_D + penalty, D, opt_D, run)
 
             D.requires_grad_(False)  # G's update needs gradients through D, not for D's weights
-            loss_G = g_loss(D(fake))
+            with rt.autocast():
+                loss_G = g_loss(D(fake).float())
             opt_G.zero_grad(set_to_none=True)
-            loss_G.backward()
-            finite_G = _finite(loss_G, G)
-            if finite_G:
-                opt_G.step()
+            rt.backward(loss_G)
+            finite_G = _update(loss_G, G, opt_G, run)
             D.requires_grad_(True)
+            rt.update()
 
             if finite_D and finite_G:
                 state.bad_streak = 0
                 with torch.no_grad():
                     sums += torch.stack([loss_D, loss_G, real_logits.sigmoid().mean(),
-                                         fake_logits.sigmoid().mean(), torch.ones(())])
+                                         fake_logits.sigmoid().mean(), torch.ones((), device=device)])
             else:
                 state.skipped += 1
                 state.bad_streak += 1
@@ -166,36 +218,50 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, model: dict, run_dir: P
 
             if state.step % cfg.log_every == 0 or last:
                 now = time.perf_counter()
-                means = (sums[:4] / sums[4].clamp(min=1)).tolist()
+                total = ranks.mean(sums)
+                means = (total[:4] / total[4].clamp(min=1)).tolist()
                 entry = dict(step=state.step, nimg=state.nimg, loss_D=means[0], loss_G=means[1],
                              D_real=means[2], D_fake=means[3], img_per_s=(state.nimg - tick_nimg) / (now - tick),
-                             skipped=state.skipped, time=time.time())
+                             data_share=waited / (now - tick), skipped=state.skipped, time=time.time())
                 log_file.write(json.dumps(entry) + "\n")
                 log_file.flush()
                 bar.set_postfix(loss_D=f"{means[0]:.3f}", loss_G=f"{means[1]:.3f}",
                                 img_s=f"{entry['img_per_s']:.0f}", refresh=False)
-                if bar.disable and progress:
+                if bar.disable and run.progress and ranks.main:
                     print(" ".join(f"{k}={v:.4g}" for k, v in entry.items() if k != "time"), flush=True)
                 sums.zero_()
-                tick, tick_nimg = now, state.nimg
+                tick, tick_nimg, waited = now, state.nimg, 0.0
             sample_now = state.step % cfg.sample_every == 0 or last
             save_now = state.step % cfg.checkpoint_every == 0 or last
-            eval_now = judge is not None and (state.step % cfg.eval_every == 0 or last)
+            eval_now = cfg.eval_every and data.kind == "image" and (state.step % cfg.eval_every == 0 or last)
             if sample_now or save_now or eval_now:
                 refresh_batchnorm(G_ema, cfg.z_dim)  # once for all: it depends only on G_ema's weights
-            if eval_now:
+            if eval_now and judge is not None:
                 fid = judge(G_ema)
                 log_file.write(json.dumps(dict(step=state.step, nimg=state.nimg, fid=fid)) + "\n")
                 log_file.flush()
                 if state.best_fid is None or fid < state.best_fid:
                     state.best_fid = fid
-                    _save_checkpoint(state, cfg, model, run_dir, best=True)
-            if sample_now:
-                _save_samples(G_ema, fixed_z, data, run_dir / "samples" / f"step-{state.step:07d}.png")
+                    _save_checkpoint(state, cfg, run, best=True)
+            if sample_now and ranks.main:
+                _save_samples(G_ema, fixed_z, data, run.run_dir / "samples" / f"step-{state.step:07d}.png")
             if save_now:
-                _save_checkpoint(state, cfg, model, run_dir)
+                _save_checkpoint(state, cfg, run)
     bar.close()
-    _save_compare(G_ema, fixed_z, data, run_dir / "compare.png", cfg.seed)
+    if ranks.main:
+        _save_compare(G_ema, fixed_z, data, run.run_dir / "compare.png", cfg.seed)
+
+
+def _update(loss: torch.Tensor, module: torch.nn.Module, optimizer: torch.optim.Optimizer, run: Run) -> bool:
+    """Average the gradients over the ranks, then apply them if they (and the loss) are finite.
+    Under fp16 the GradScaler judges the gradients (it skips overflowed steps by design), so
+    only the loss counts. Returns whether the update was finite."""
+    loss = run.ranks.average_gradients(module, loss.detach())
+    run.rt.unscale(optimizer)
+    finite = _finite(loss, None if run.rt.scaler else module)
+    if finite:  # the divergence guard: a non-finite update is skipped, not applied
+        run.rt.step(optimizer)
+    return finite
 
 
 @torch.no_grad()
@@ -215,64 +281,6 @@ def _save_compare(G_ema, z: torch.Tensor, data: Dataset, path: Path, seed: int) 
         save_png(side_by_side(image_grid(real), image_grid(fake)), path)
     else:
         save_png(scatter(fake, real, f"{len(fake)} generated over {len(real)} real points"), path)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint a run resumes from (those steps run again), and
-    a last line cut short by a crash."""
-    def before(line: str) -> bool:
-        try:
-            return json.loads(line)["step"] <= step
-        except (ValueError, KeyError):
-            return False
-
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines(keepends=True) if before(line)]
-        atomic_write(path, "".join(lines).encode())
-
-
-def _new_run_dir(cfg: TrainConfig) -> Path:
-    name = cfg.name or f"{Path(cfg.data).stem or 'data'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(cfg.out) / name
-    # Hidden files are what a run killed while writing its config.json left: nothing to keep.
-    if run_dir.exists() and any(not p.name.startswith(".") for p in run_dir.iterdir()):
-        what = ("is a run: continue it with --resume" if (run_dir / "config.json").is_file()
-                else "is not a ganforge run: choose another --name")
-        raise UserError(f"folder {run_dir} already exists and {what}")
-    return run_dir
-
-
-def _existing_run(user: dict) -> Path | None:
-    """The run folder out/name when the user names one that exists: the command continues it."""
-    if user.get("name") is None:
-        return None
-    run_dir = Path(user.get("out", TrainConfig.out)) / user["name"]
-    return run_dir if (run_dir / "config.json").is_file() else None
-
-
-def _open_run(path: Path) -> tuple[Path, dict | None, dict | None, dict]:
-    """(run folder, tensors, record, saved config and model) of a run to continue: from the given
-    checkpoint file, else the run's newest; tensors and record are None when the run was stopped
-    before its first checkpoint (it then starts again from step 0)."""
-    run_dir = path.parent.parent if path.is_file() else path
-    try:
-        saved = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{path} is not a ganforge run folder or one of its checkpoints "
-                        f"(no readable {run_dir / 'config.json'})") from None
-    if not path.is_file() and not checkpoint.checkpoints(run_dir):
-        return run_dir, None, None, saved
-    _, tensors, record = checkpoint.load_newest(path)
-    return run_dir, tensors, record, {"config": record["config"], "model": record["model"]}
-
-
-def _resumed_config(saved: dict, user: dict) -> TrainConfig:
-    """The saved config, with the few settings a resumed run may change."""
-    changed = sorted(k for k, v in user.items() if k not in RESUMABLE and saved.get(k, v) != v)
-    if changed:
-        raise UserError(f"cannot change {', '.join(changed)} when resuming; only "
-                        f"{', '.join(sorted(RESUMABLE))} may change (or start a new run)")
-    return resolve({**saved, **{k: v for k, v in user.items() if k in RESUMABLE}}, saved["arch"])
 
 
 def _decay(step: int, steps: int, start: float) -> float:
@@ -304,47 +312,54 @@ def _fid_judge(cfg: TrainConfig, data: Dataset, device: torch.device):
     return judge
 
 
-def _finite(loss: torch.Tensor, module: torch.nn.Module) -> bool:
+def _finite(loss: torch.Tensor, module: torch.nn.Module | None) -> bool:
     """Whether a loss and the gradients it left in `module` are all finite (one device sync).
     A sum of finite gradients so large that it overflows counts as non-finite too."""
-    parts = [loss.detach().reshape(1)] + [p.grad.sum().reshape(1) for p in module.parameters() if p.grad is not None]
-    return bool(torch.isfinite(torch.cat(parts).sum()))
+    grads = [p.grad.sum().reshape(1) for p in module.parameters() if p.grad is not None] if module else []
+    return bool(torch.isfinite(torch.cat([loss.detach().float().reshape(1), *grads]).sum()))
 
 
-def _save_checkpoint(state: State, cfg: TrainConfig, model: dict, run_dir: Path, best: bool = False) -> None:
-    """Write the state as the step's checkpoint (or as the best one). Weights that are not finite
-    are never written: that is a divergence. A failed write leaves the previous checkpoints intact."""
+def _save_checkpoint(state: State, cfg: TrainConfig, run: Run, best: bool = False) -> None:
+    """Write the state as the step's checkpoint (or as the best one), from rank 0 once every rank
+    agrees on the weights. Weights that are not finite are never written: that is a divergence.
+    A failed write leaves the previous checkpoints intact."""
     bad = state_io.non_finite(state)
     if bad:
         raise Diverged(state.step, f"non-finite weights in {', '.join(bad)}")
-    path = checkpoint.best_path(run_dir) if best else checkpoint.path_for(run_dir, state.step)
-    try:
-        state_io.save(state, cfg, model, path)
-    except OSError as err:
-        kept = checkpoint.checkpoints(run_dir)
-        intact = f"the last checkpoint, {kept[-1]}, is intact" if kept else "no checkpoint was written yet"
-        raise OSError(err.errno, f"could not write {path} ({err.strerror or err}); {intact}: free space or "
-                                 f"fix the folder's permissions, then continue with --resume {run_dir}") from err
-    checkpoint.prune(run_dir, cfg.keep)
+    if not best:  # the best checkpoint is written by rank 0 alone, so no collective call there
+        run.ranks.check_in_sync(state.G, state.D, state.G_ema)
+    if run.ranks.main:
+        run_dir = run.run_dir
+        path = checkpoint.best_path(run_dir) if best else checkpoint.path_for(run_dir, state.step)
+        try:
+            state_io.save(state, cfg, run.model, path)
+        except OSError as err:
+            kept = checkpoint.checkpoints(run_dir)
+            intact = f"the last checkpoint, {kept[-1]}, is intact" if kept else "no checkpoint was written yet"
+            raise OSError(err.errno, f"could not write {path} ({err.strerror or err}); {intact}: free space or "
+                                     f"fix the folder's permissions, then continue with --resume {run_dir}") from err
+        checkpoint.prune(run_dir, cfg.keep)
 
 
-def _roll_back(cfg: TrainConfig, model: dict, n: int, run_dir: Path, device: torch.device,
-               state: State, err: Diverged) -> State:
+def _roll_back(cfg: TrainConfig, run: Run, n: int, state: State, err: Diverged) -> State:
     """The divergence guard's second line: back to the newest checkpoint (or to step 0), with the
     learning rates halved. Gives up, with the run's checkpoints intact, after MAX_ROLLBACKS."""
+    run_dir = run.run_dir
     if state.rollbacks >= MAX_ROLLBACKS:
         raise UserError(f"training diverged ({err}) and did not recover after {MAX_ROLLBACKS} rollbacks with "
                         f"halved learning rates: lower lr_g and lr_d, or raise r1_gamma; the checkpoints in "
                         f"{run_dir / checkpoint.CHECKPOINT_DIR} are intact")
-    fresh = state_io.new_state(cfg, model, device, n)
+    run.ranks.barrier()  # rank 0's last checkpoint is on disk before anyone reads it
+    fresh = _new_state(cfg, run, n)
     kept = checkpoint.checkpoints(run_dir)
     if kept:
         state_io.restore(fresh, *checkpoint.load(kept[-1]))
     fresh.lr_scale, fresh.rollbacks = state.lr_scale / 2, state.rollbacks + 1
     fresh.skipped, fresh.best_fid, fresh.bad_streak = state.skipped, state.best_fid, 0
-    log.warning("training diverged (%s): back to step %d with learning rates x%g", err, fresh.step, fresh.lr_scale)
-    _truncate_log(run_dir / "log.jsonl", fresh.step)
-    with (run_dir / "log.jsonl").open("a") as log_file:
-        log_file.write(json.dumps(dict(step=fresh.step, event="rollback", diverged_at=err.step,
-                                       why=err.why, lr_scale=fresh.lr_scale)) + "\n")
+    if run.ranks.main:
+        log.warning("training diverged (%s): back to step %d with learning rates x%g", err, fresh.step, fresh.lr_scale)
+        truncate_log(run_dir / "log.jsonl", fresh.step)
+        with (run_dir / "log.jsonl").open("a") as log_file:
+            log_file.write(json.dumps(dict(step=fresh.step, event="rollback", diverged_at=err.step,
+                                           why=err.why, lr_scale=fresh.lr_scale)) + "\n")
     return fresh

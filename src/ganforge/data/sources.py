@@ -49,7 +49,9 @@ def _mnist5k(resolution: int, channels: int | None, seed: int) -> Dataset:
 
 
 def _digits(resolution: int, channels: int | None, seed: int) -> Dataset:
-    from sklearn.datasets import load_digits  # imported here: sklearn takes a second to import
+    from sklearn.datasets import (
+        load_digits,  # imported here: sklearn takes a second to import
+    )
 
     digits = load_digits()  # images float64 (1797, 8, 8) in 0..16
     img = torch.from_numpy(np.round(digits.images * (255 / 16)).astype(np.uint8))[:, None]

@@ -77,3 +77,39 @@ def test_bad_precision_and_booleans_are_one_line(capsys):
     assert "precision must be fp32, bf16 or fp16" in capsys.readouterr().err
     assert main(["train", "compile=maybe"]) == 2
     assert "needs true or false" in capsys.readouterr().err
+
+
+def test_prepare_a_folder_then_train_from_the_mapped_file(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from ganforge.data import load_source
+    from ganforge.data import prepare as prepare_module
+
+    for k, cls in enumerate(("a", "b")):
+        for i in range(10):
+            (tmp_path / "imgs" / cls).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((20, 30), 100 * k + i, np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    (tmp_path / "imgs" / "a" / "broken.png").write_bytes(b"")
+    monkeypatch.setattr(prepare_module, "CHUNK", 6)  # several chunks, one with a broken file
+    out = tmp_path / "prep.npy"
+    assert main(["prepare", str(tmp_path / "imgs"), "--out", str(out), "--resolution", "16"]) == 0
+    arr = np.load(out)
+    assert arr.shape == (20, 16, 16, 1) and arr.dtype == np.uint8
+    assert arr[:10].min() < 10 and arr[10:].min() >= 100  # class a, then class b, in order
+    ds = load_source(str(out), resolution=16)
+    assert ds.info["memory_mapped"] and ds.class_names == ("a", "b") and ds.labels.tolist() == [0] * 10 + [1] * 10
+    assert torch.equal(ds.data, load_source(str(tmp_path / "imgs"), resolution=16).data)
+    assert main(["train", "--data", str(out), "--out", str(tmp_path), "--name", "m", "--resolution", "16", *IMAGES[4:]]) == 0
+    assert json.loads((tmp_path / "m" / "log.jsonl").read_text().splitlines()[-1])["data_share"] >= 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_prepare_a_builtin_source_and_a_resolution_mismatch_decodes_in_memory(tmp_path):
+    from ganforge.data import load_source
+
+    out = tmp_path / "digits.npy"
+    assert main(["prepare", "digits", "--out", str(out), "--resolution", "16"]) == 0
+    assert load_source(str(out), resolution=16).info["memory_mapped"]
+    other = load_source(str(out), resolution=32)
+    assert not other.info.get("memory_mapped") and other.data.shape[-1] == 32 and len(other.labels) == 1797

@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print eval.json on stdout instead of the table")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
 
+    prep = sub.add_parser("prepare", help="decode an image source once into a .npy file that training memory-maps",
+                          description="Decode an image source (a folder, an archive, a built-in or torchvision "
+                          "data set) once into FILE.npy (uint8 [N, H, W, C]) with FILE.json and, for labelled "
+                          "data, FILE.labels.npy. `ganforge train --data FILE.npy` then reads batches from the "
+                          "mapped file, so a data set larger than RAM trains without decoding per step.")
+    prep.add_argument("source", metavar="SRC", help="what --data would take: a folder, an archive, a source name")
+    prep.add_argument("--out", required=True, metavar="FILE.npy", help="the prepared file")
+    prep.add_argument("--resolution", type=int, default=32, help="image side in pixels (default 32)")
+    prep.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 or 3 (default: from the data)")
+
     sub.add_parser("datasets", help="list the built-in data sources")
     return parser
 
@@ -150,6 +160,18 @@ def _sample(args) -> int:
     return 0
 
 
+def _prepare(args) -> int:
+    import numpy as np
+
+    from ganforge.data.prepare import prepare
+
+    out = prepare(args.source, args.out, args.resolution, args.channels)
+    arr = np.load(out, mmap_mode="r")
+    print(f"wrote {out}: {arr.shape[0]} images of {arr.shape[1]}x{arr.shape[2]}x{arr.shape[3]} "
+          f"({arr.nbytes / 2**20:.1f} MiB); train with --data {out} --resolution {arr.shape[1]}")
+    return 0
+
+
 def _datasets(args) -> int:
     from ganforge.data import list_sources
 
@@ -158,4 +180,4 @@ def _datasets(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "sample": _sample, "eval": _eval, "datasets": _datasets}
+COMMANDS = {"train": _train, "sample": _sample, "eval": _eval, "prepare": _prepare, "datasets": _datasets}

@@ -39,22 +39,23 @@ log = logging.getLogger(__name__)
 
 def load_folder(folder: Path, resolution: int, channels: int | None) -> Dataset:
     """Every readable image under `folder` as uint8 (N, C, R, R); see the module docstring."""
-    paths = _find_images(folder)
+    paths = find_images(folder)
     names = [p.relative_to(folder).as_posix() for p in paths]
     return decode_images(folder, names, paths, resolution, channels)
 
 
 def decode_images(source: Path, names: list[str], files: list, resolution: int, channels: int | None,
-                  rejected: list[str] = ()) -> Dataset:
+                  rejected: list[str] = (), classes: tuple[str, ...] | None = None) -> Dataset:
     """Decode `files` (paths, or file objects of in-memory bytes) named by `names` (relative,
     "/"-separated) into a Dataset; unreadable ones are skipped and counted with `rejected` (names
-    with the reason, already left out by the caller)."""
+    with the reason, already left out by the caller). `classes`: the class names when the caller
+    knows them (a chunk of a larger set), () for none, None to find them from the names."""
     if not files:
         found = (f"all {len(rejected)} such files were refused, e.g. {rejected[0]}" if rejected
                  else "it holds no such files")
         raise UserError(f"no readable images in {source} (looked for {_LOOKED_FOR}); {found}: "
                         "pass a folder or archive of images")
-    class_of = _classes(source, names)
+    class_of = classes_of(source, names) if classes is None else ([n.split("/")[0] for n in names] if classes else None)
     # Grey images are written into every channel, so that a source found to be all grey keeps channel 0.
     out = torch.empty((len(files), channels or 3, resolution, resolution), dtype=torch.uint8)
     kept = torch.zeros(len(files), dtype=torch.bool)
@@ -90,7 +91,7 @@ def decode_images(source: Path, names: list[str], files: list, resolution: int, 
 
     labels, class_names = None, ()
     if class_of is not None:
-        class_names = tuple(sorted(set(class_of)))
+        class_names = classes or tuple(sorted(set(class_of)))
         index = {name: k for k, name in enumerate(class_names)}
         labels = torch.tensor([index[name] for name in class_of], dtype=torch.int64)[kept]
     return Dataset(name=source.stem or str(source), kind="image", data=out, labels=labels,
@@ -104,7 +105,7 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not any(part.startswith(".") for part in parts)
 
 
-def _find_images(folder: Path) -> list[Path]:
+def find_images(folder: Path) -> list[Path]:
     """Sorted image paths under `folder`, symlinked folders not followed (no loops)."""
     paths = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
@@ -113,7 +114,7 @@ def _find_images(folder: Path) -> list[Path]:
     return paths
 
 
-def _classes(source: Path, names: list[str]) -> list[str] | None:
+def classes_of(source: Path, names: list[str]) -> list[str] | None:
     """Per name its class (first-level sub-folder), or None when the images have no classes."""
     top = [name.split("/") for name in names]
     classes = {parts[0] for parts in top if len(parts) > 1}

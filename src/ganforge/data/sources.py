@@ -14,8 +14,10 @@ them only. Vector sources ignore `resolution` and `channels`.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -120,8 +122,11 @@ _NPY_SHAPES = ("float [N, D] or [N] (vectors), or uint8 [N, H, W] or [N, H, W, C
 
 
 def _load_npy(path: Path, resolution: int, channels: int | None) -> Dataset:
+    """A .npy array. Images already at the resolution and channels (what `ganforge prepare`
+    writes) stay memory-mapped: batches are read from the file, the set is never held in RAM.
+    `<name>.labels.npy` and `<name>.json` beside it give labels and class names."""
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise UserError(f"{path} is not a plain .npy array ({e}): save one with np.save(path, array), "
                         f"holding {_NPY_SHAPES}") from e
@@ -142,6 +147,16 @@ def _load_npy(path: Path, resolution: int, channels: int | None) -> Dataset:
                             "remove or clip them")
         return Dataset(name=path.stem, kind="vector", data=data, info=info)
 
+    labels, class_names = _npy_labels(path, len(arr))
+    mapped = (arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[1] == arr.shape[2] == resolution
+              and arr.shape[3] == (channels or arr.shape[3]) and arr.shape[3] in (1, 3))
+    if mapped:
+        with warnings.catch_warnings():  # read-only by design: training never writes to its data
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            img = torch.from_numpy(arr).permute(0, 3, 1, 2)  # (N, C, R, R), a view of the file
+        return Dataset(name=path.stem, kind="image", data=img, labels=labels, class_names=class_names,
+                       info={**info, "memory_mapped": True})
+    arr = np.ascontiguousarray(arr)  # anything else is converted in memory
     if arr.dtype == np.uint8 and arr.ndim == 3:
         img = torch.from_numpy(arr)[:, None]  # (N, 1, H, W)
     elif arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[3] in (1, 3, 4):
@@ -152,7 +167,25 @@ def _load_npy(path: Path, resolution: int, channels: int | None) -> Dataset:
     else:
         raise UserError(bad_shape)
     img = resize_crop(to_channels(img, channels), resolution)
-    return Dataset(name=path.stem, kind="image", data=img, info=info)
+    return Dataset(name=path.stem, kind="image", data=img, labels=labels, class_names=class_names, info=info)
+
+
+def _npy_labels(path: Path, n: int) -> tuple[torch.Tensor | None, tuple[str, ...]]:
+    """Labels and class names from `<name>.labels.npy` and `<name>.json`, when they are there."""
+    labels_path, meta_path = path.with_suffix(".labels.npy"), path.with_suffix(".json")
+    if not labels_path.is_file():
+        return None, ()
+    labels = np.load(labels_path, allow_pickle=False)
+    if labels.shape != (n,) or labels.dtype.kind not in "iu":
+        raise UserError(f"{labels_path} must hold {n} integer labels, one per image of {path}; "
+                        f"it holds {labels.dtype} {tuple(labels.shape)}: fix or remove it")
+    names = ()
+    if meta_path.is_file():
+        try:
+            names = tuple(json.loads(meta_path.read_text()).get("class_names", ()))
+        except ValueError:
+            raise UserError(f"{meta_path} is not valid JSON: fix or remove it") from None
+    return torch.from_numpy(labels.astype(np.int64)), names or tuple(str(k) for k in range(int(labels.max()) + 1))
 
 
 def _source_names() -> list[str]:

@@ -1,0 +1,61 @@
+"""Peak memory of training from a memory-mapped data set of 200,000 32x32 colour images.
+
+    python benchmarks/memmap_rss.py --n 200000 --steps 200
+
+Writes a uint8 [N, 32, 32, 3] .npy (the layout `ganforge prepare` writes; here filled with mnist5k
+digits, one per channel, so that building it takes seconds), then trains on it with the DCGAN
+preset for --steps steps, and on mnist5k (5,000 images, held in memory) for the same steps, each
+in its own process, and prints each run's peak resident memory (ru_maxrss) beside the data set's
+decoded size.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ganforge.data import load_source
+
+
+def peak_rss_mib(argv: list[str]) -> float:
+    """ru_maxrss of one child process running `argv` (a fresh wrapper, so no other child counts)."""
+    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, *argv], check=True, capture_output=True, text=True).stdout
+    return int(out) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--steps", type=int, default=200)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="ganforge-mmap-") as tmp:
+        path = Path(tmp) / "big.npy"
+        digits = load_source("mnist5k", 32).data[:, 0].numpy()  # (5000, 32, 32)
+        big = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(args.n, 32, 32, 3))
+        rng = np.random.default_rng(0)
+        for start in range(0, args.n, 10_000):
+            stop = min(args.n, start + 10_000)
+            big[start:stop] = digits[rng.integers(0, len(digits), (stop - start, 3))].transpose(0, 2, 3, 1)
+        big.flush()
+        del big
+        decoded = args.n * 32 * 32 * 3 / 2**20
+
+        train = [sys.executable, "-m", "ganforge", "train", "--steps", str(args.steps), "--out", tmp, "--no-progress"]
+        mapped = peak_rss_mib([*train, "--data", str(path), "--name", "mapped"])
+        small = peak_rss_mib([*train, "--data", "mnist5k", "--name", "small"])
+        print(f"| data | images | decoded size (MiB) | peak RSS of {args.steps} training steps (MiB) |")
+        print("|---|---|---|---|")
+        print(f"| memory-mapped .npy, 32x32x3 | {args.n:,} | {decoded:.0f} | {mapped:.0f} |")
+        print(f"| mnist5k in memory, 32x32x1 | 5,000 | {5000 * 1024 / 2**20:.0f} | {small:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

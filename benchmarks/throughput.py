@@ -151,7 +151,9 @@ def main() -> None:
         for label, extra in (("ganforge train, fp32", []),
                              ("ganforge train, channels_last", ["channels_last=1"]),
                              ("ganforge train, bf16", ["precision=bf16"]),
-                             ("ganforge train, bf16 + channels_last", ["precision=bf16", "channels_last=1"])):
+                             ("ganforge train, bf16 + channels_last", ["precision=bf16", "channels_last=1"]),
+                             ("ganforge train, bf16 + channels_last + compile",
+                              ["precision=bf16", "channels_last=1", "compile=1"])):
             rows.append((resolution, label, run_ganforge(resolution, data, extra, out, f"{resolution}-{len(rows)}"), None))
         print(f"... {resolution} px done", flush=True)
 

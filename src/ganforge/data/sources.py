@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import mmap
 import os
 import warnings
 from dataclasses import dataclass
@@ -151,6 +152,8 @@ def _load_npy(path: Path, resolution: int, channels: int | None) -> Dataset:
     mapped = (arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[1] == arr.shape[2] == resolution
               and arr.shape[3] == (channels or arr.shape[3]) and arr.shape[3] in (1, 3))
     if mapped:
+        if hasattr(mmap, "MADV_RANDOM") and getattr(arr, "_mmap", None) is not None:
+            arr._mmap.madvise(mmap.MADV_RANDOM)  # batches are random draws: reading ahead only fills RAM
         with warnings.catch_warnings():  # read-only by design: training never writes to its data
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             img = torch.from_numpy(arr).permute(0, 3, 1, 2)  # (N, C, R, R), a view of the file

@@ -20,7 +20,12 @@ import sys
 
 from ganforge.data import load_source
 from ganforge.errors import UserError
-from ganforge.metrics import digit_classifier_info, digit_report, load_digit_classifier, mode_report
+from ganforge.metrics import (
+    digit_classifier_info,
+    digit_report,
+    load_digit_classifier,
+    mode_report,
+)
 from ganforge.sample import load_generator
 
 MIXTURES = ("ring8", "grid25")

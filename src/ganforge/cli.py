@@ -47,7 +47,39 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, metavar="PATH",
                         help="FILE.png: a grid (scatter plot for vectors); FILE.npy: the raw array "
                         "(images [N,C,H,W] in [-1,1], vectors [N,D]); a folder: one PNG per image")
+    sample.add_argument("--seeds", metavar="LIST", help="one sample per seed, e.g. 0-99 or 1,5,9 (instead of --n/--seed); "
+                        "each seed gives the same image in any call; a folder --out gets seedNNNN.png files")
+    sample.add_argument("--truncation", type=float, default=1.0, help="scale z towards its mean, in (0, 1] (default 1)")
+    sample.add_argument("--class", dest="class_", type=int, metavar="K", help="class K (class-conditional runs)")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+
+    walk = sub.add_parser("interpolate", help="walk the latent space between seeds (GIF, MP4 or a grid PNG)",
+                          description="Spherical interpolation between the seeds' latents, returning to the first.")
+    walk.add_argument("run", metavar="RUN", help="a run folder or checkpoint")
+    walk.add_argument("--seeds", default="0-3", metavar="LIST", help="the seeds to visit, e.g. 0-3 or 4,8 (default 0-3)")
+    walk.add_argument("--frames", type=int, default=16, help="frames between two seeds (default 16)")
+    walk.add_argument("--fps", type=float, default=12, help="frames per second of a GIF or MP4 (default 12)")
+    walk.add_argument("--no-loop", action="store_true", help="stop at the last seed instead of returning")
+    walk.add_argument("--scale", type=int, default=4, help="pixel magnification of GIF/MP4 frames (default 4)")
+    walk.add_argument("--out", required=True, metavar="FILE", help="walk.gif, walk.mp4 (needs PyAV) or walk.png (a grid)")
+    walk.add_argument("--device", default="auto")
+
+    for name, text in (("repair", "fill masked pixels of an image by GAN inversion (inpainting); --denoise: project a noisy image"),
+                       ("invert", "find the latent whose image is closest to an image")):
+        cmd = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        cmd.add_argument("run", metavar="RUN", help="a run folder or checkpoint")
+        cmd.add_argument("--image", required=True, metavar="IN.png", help="the image, resized and cropped to the model's size")
+        if name == "repair":
+            cmd.add_argument("--mask", metavar="MASK.png", help="non-zero pixels mark what to fill")
+            cmd.add_argument("--mask-box", metavar="X,Y,W,H", help="a box to fill, in the model's pixels")
+            cmd.add_argument("--denoise", action="store_true", help="no mask: replace the image by G's closest image")
+        else:
+            cmd.add_argument("--latent-out", metavar="Z.npy", help="also write the latent (z_dim,) as .npy")
+        cmd.add_argument("--out", required=True, metavar="OUT.png")
+        cmd.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
+        cmd.add_argument("--restarts", type=int, default=8, help="random starts searched at once (default 8)")
+        cmd.add_argument("--seed", type=int, default=0)
+        cmd.add_argument("--device", default="auto")
 
     ev = sub.add_parser("eval", help="compare generated images with real ones (FID, KID, precision/recall, ...)",
                         description="Compare generated images with real ones on the features of an extractor. "
@@ -154,9 +186,63 @@ def _sample(args) -> int:
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
     gen = load_generator(args.run, args.device)
-    files = write_samples(gen.sample(args.n, seed=args.seed), gen.kind, args.out)
-    print(f"wrote {args.n} samples (step {gen.step}, seed {args.seed}) to {args.out}"
+    if args.seeds:
+        seeds = parse_seeds(args.seeds)
+        samples = gen.sample_seeds(seeds, args.truncation, args.class_)
+        names = [f"seed{s:04d}.png" for s in seeds]
+    else:
+        seeds, samples, names = None, gen.sample(args.n, args.seed, args.truncation, args.class_), None
+    files = write_samples(samples, gen.kind, args.out, names)
+    what = f"seeds {args.seeds}" if seeds else f"seed {args.seed}"
+    print(f"wrote {len(samples)} samples (step {gen.step}, {what}) to {args.out}"
           + (f" ({len(files)} files)" if len(files) > 1 else ""))
+    return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7]."""
+    seeds = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            seeds += list(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise UserError(f"--seeds '{text}': write seeds as 0-99 or 1,5,9") from None
+    if not seeds:
+        raise UserError(f"--seeds '{text}' names no seed: write e.g. 0-99")
+    return seeds
+
+
+def _interpolate(args) -> int:
+    from ganforge.sample import load_generator, write_animation
+
+    gen = load_generator(args.run, args.device)
+    frames = gen.interpolate(parse_seeds(args.seeds), args.frames, loop=not args.no_loop)
+    write_animation(frames, args.out, args.fps, args.scale)
+    print(f"wrote {len(frames)} frames to {args.out}")
+    return 0
+
+
+def _invert_or_repair(args) -> int:
+    import numpy as np
+
+    from ganforge.sample import load_generator, read_image, read_mask, write_samples
+
+    gen = load_generator(args.run, args.device)
+    img = read_image(args.image, gen)[None]
+    search = dict(steps=args.steps, restarts=args.restarts, seed=args.seed)
+    if args.command == "invert":
+        z, out = gen.invert(img, **search)
+        if args.latent_out:
+            np.save(args.latent_out, z[0].numpy())
+    elif args.denoise:
+        if args.mask or args.mask_box:
+            raise UserError("--denoise replaces the whole image: leave out --mask and --mask-box")
+        _, out = gen.invert(img, **search)
+    else:
+        out = gen.repair(img, read_mask(args.mask, args.mask_box, gen)[None], **search)
+    write_samples(out, "image", args.out)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -180,4 +266,5 @@ def _datasets(args) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "sample": _sample, "eval": _eval, "prepare": _prepare, "datasets": _datasets}
+COMMANDS = {"train": _train, "sample": _sample, "interpolate": _interpolate, "repair": _invert_or_repair,
+            "invert": _invert_or_repair, "eval": _eval, "prepare": _prepare, "datasets": _datasets}

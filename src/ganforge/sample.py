@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from ganforge import checkpoint
@@ -50,10 +51,61 @@ class LoadedGenerator:
     device: torch.device
 
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
-        """n samples on the CPU: images (n, C, H, W) in [-1, 1], vectors (n, D)."""
-        z = latents(n, self.G.z_dim, seed)
+    def sample(self, n: int, seed: int = 0, truncation: float = 1.0, class_: int | None = None,
+               batch_size: int = 256) -> torch.Tensor:
+        """n samples on the CPU: images (n, C, H, W) in [-1, 1], vectors (n, D). `truncation` < 1
+        scales z towards the prior's mean (fewer odd samples, less variety)."""
+        return self.generate(latents(n, self.G.z_dim, seed) * _truncation(truncation), class_, batch_size)
+
+    def sample_seeds(self, seeds: list[int], truncation: float = 1.0, class_: int | None = None) -> torch.Tensor:
+        """One sample per seed, each from its own z: seed s gives the same image in any batch."""
+        z = torch.cat([latents(1, self.G.z_dim, s) for s in seeds]) * _truncation(truncation)
+        return self.generate(z, class_)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, class_: int | None = None, batch_size: int = 256) -> torch.Tensor:
+        """G_ema of given latents (N, z_dim), on the CPU."""
+        if class_ is not None:
+            raise UserError(f"{self.path} is not class-conditional: leave out the class")
         return torch.cat([self.G(chunk.to(self.device)).float().cpu() for chunk in z.split(batch_size)])
+
+    def interpolate(self, seeds: list[int], frames: int = 24, loop: bool = True) -> torch.Tensor:
+        """Images along spherical paths between the seeds' latents, `frames` per leg; with `loop`,
+        the walk returns to the first seed. (len(legs) * frames, C, H, W)."""
+        from ganforge.inversion import slerp
+
+        if len(seeds) < 2 or frames < 1:
+            raise UserError("interpolate needs at least two seeds and one frame per leg")
+        z = [latents(1, self.G.z_dim, s)[0] for s in seeds] + ([latents(1, self.G.z_dim, seeds[0])[0]] if loop else [])
+        path = [slerp(a, b, i / frames) for a, b in zip(z, z[1:]) for i in range(frames)]
+        return self.generate(torch.stack(path + ([] if loop else [z[-1]])))
+
+    def invert(self, img: torch.Tensor, known: torch.Tensor | None = None, **search) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, G(z)) closest to images (N, C, H, W) in [-1, 1] on their known pixels; see ganforge.inversion."""
+        from ganforge.inversion import invert
+
+        return invert(self.G, self._images(img), known, **search)
+
+    def repair(self, img: torch.Tensor, fill: torch.Tensor, **search) -> torch.Tensor:
+        """Images (N, C, H, W) in [-1, 1] with the pixels where `fill` (N, 1, H, W) is True
+        replaced by G's best match to the rest."""
+        from ganforge.inversion import repair
+
+        return repair(self.G, self._images(img), fill, **search)
+
+    def _images(self, img: torch.Tensor) -> torch.Tensor:
+        if self.kind != "image":
+            raise UserError("inversion works on image generators only")
+        expected = (self.model["G"]["channels"], self.config["resolution"], self.config["resolution"])
+        if img.dim() != 4 or tuple(img.shape[1:]) != expected:
+            raise UserError(f"images must be (N, {', '.join(map(str, expected))}) for this generator, got {tuple(img.shape)}")
+        return img.float()
+
+
+def _truncation(psi: float) -> float:
+    if not 0 < psi <= 1:
+        raise UserError(f"truncation must be in (0, 1], got {psi}")
+    return psi
 
 
 def load_generator(run_or_checkpoint: str | Path, device: str = "auto") -> LoadedGenerator:
@@ -66,9 +118,9 @@ def load_generator(run_or_checkpoint: str | Path, device: str = "auto") -> Loade
                            record["model"], record["step"], path, dev)
 
 
-def write_samples(samples: torch.Tensor, kind: str, out: str | Path) -> list[Path]:
-    """`.png`: a grid (scatter plot for vectors); `.npy`: the raw array; otherwise a folder with one
-    PNG per image. Returns the files written."""
+def write_samples(samples: torch.Tensor, kind: str, out: str | Path, names: list[str] | None = None) -> list[Path]:
+    """`.png`: a grid (scatter plot for vectors; one image is written as it is); `.npy`: the raw
+    array; otherwise a folder with one PNG per image, named `names` or by index. Returns the files."""
     out = Path(out)
     if out.suffix.lower() == ".npy":
         buf = io.BytesIO()
@@ -76,7 +128,10 @@ def write_samples(samples: torch.Tensor, kind: str, out: str | Path) -> list[Pat
         atomic_write(out, buf.getvalue())
         return [out]
     if out.suffix.lower() == ".png":
-        picture = image_grid(samples) if kind == "image" else scatter(samples, title=f"{len(samples)} samples")
+        if kind == "image":
+            picture = to_pil(to_uint8(samples)[0]) if len(samples) == 1 else image_grid(samples)
+        else:
+            picture = scatter(samples, title=f"{len(samples)} samples")
         save_png(picture, out)
         return [out]
     if out.suffix:
@@ -86,6 +141,69 @@ def write_samples(samples: torch.Tensor, kind: str, out: str | Path) -> list[Pat
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for i, img in enumerate(to_uint8(samples)):
-        files.append(out / f"{i:06d}.png")
+        files.append(out / (names[i] if names else f"{i:06d}.png"))
         save_png(to_pil(img), files[-1])
     return files
+
+
+def write_animation(frames: torch.Tensor, out: str | Path, fps: float, scale: int = 4) -> None:
+    """Image frames (N, C, H, W) in [-1, 1] as a looping GIF, an MP4 (with PyAV) or a grid PNG."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix == ".png":
+        save_png(image_grid(frames, nrow=int(len(frames) ** 0.5 + 0.999)), out)
+        return
+    pictures = [to_pil(img).resize((img.shape[-1] * scale, img.shape[-2] * scale), Image.Resampling.NEAREST)
+                for img in to_uint8(frames)]
+    if suffix == ".gif":
+        buf = io.BytesIO()
+        pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:], duration=1000 / fps, loop=0)
+        atomic_write(out, buf.getvalue())
+    elif suffix == ".mp4":
+        try:
+            import av  # noqa: F401  (torchvision's video writer needs it)
+        except ImportError:
+            raise UserError("writing MP4 needs PyAV: pip install av (or use --out walk.gif)") from None
+        from torchvision.io import write_video
+
+        video = torch.stack([torch.from_numpy(np.array(p.convert("RGB"))) for p in pictures])  # (N, H, W, 3)
+        tmp = out.with_name(f".{out.stem}.tmp.mp4")
+        write_video(str(tmp), video, fps=fps)
+        tmp.replace(out)
+    else:
+        raise UserError(f"--out {out}: end it in .gif, .mp4 or .png (a grid of the frames)")
+
+
+def read_image(path: str | Path, gen: LoadedGenerator) -> torch.Tensor:
+    """An image file at the generator's size and channels: (C, R, R) in [-1, 1]."""
+    from ganforge.data.folder import _decode
+
+    r, c = gen.config["resolution"], gen.model["G"]["channels"]
+    arr, why = _decode(Path(path), r, c)
+    if arr is None:
+        raise UserError(f"cannot read {path} as an image ({why})")
+    return torch.from_numpy(arr).float() / 127.5 - 1
+
+
+def read_mask(path: str | Path | None, box: str | None, gen: LoadedGenerator) -> torch.Tensor:
+    """What to fill, (1, R, R) bool: a mask image's non-zero pixels (resized like the image), or a box."""
+    r = gen.config["resolution"]
+    if (path is None) == (box is None):
+        raise UserError("give what to fill: --mask MASK.png or --mask-box X,Y,W,H (one of them)")
+    if box is not None:
+        try:
+            x, y, w, h = (int(v) for v in box.split(","))
+        except ValueError:
+            raise UserError(f"--mask-box '{box}': write X,Y,W,H in pixels of the {r}x{r} model, e.g. 0,0,{r},{r // 2}") from None
+        fill = torch.zeros(1, r, r, dtype=torch.bool)
+        fill[:, max(0, y):y + h, max(0, x):x + w] = True
+    else:
+        try:
+            with Image.open(path) as img:
+                mask = img.convert("L").resize((r, r), Image.Resampling.NEAREST)
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read the mask {path} ({err})") from None
+        fill = torch.from_numpy(np.array(mask) > 0)[None]
+    if not fill.any():
+        raise UserError("the mask marks no pixel to fill")
+    return fill

@@ -1,0 +1,107 @@
+"""Using a trained generator: seeds, truncation, interpolation, inversion and repair, CLI and API."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ganforge
+from ganforge.cli import main, parse_seeds
+from ganforge.errors import UserError
+from ganforge.inversion import slerp
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", "--data", "digits", "--resolution", "16", "--steps", "30", "--out", str(out), "--name", "r",
+                 "--no-progress", "g_width=8", "d_width=8", "batch_size=16"]) == 0
+    return out / "r"
+
+
+def test_parse_seeds():
+    assert parse_seeds("0-3,7") == [0, 1, 2, 3, 7] and parse_seeds("5") == [5]
+    with pytest.raises(UserError, match="write seeds as"):
+        parse_seeds("a-b")
+
+
+def test_a_seed_gives_the_same_image_in_the_cli_and_the_api_in_any_batch(run, tmp_path):
+    assert main(["sample", str(run), "--seeds", "3-5", "--out", str(tmp_path / "many")]) == 0
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["seed0003.png", "seed0004.png", "seed0005.png"]
+    assert main(["sample", str(run), "--seeds", "4", "--out", str(tmp_path / "one")]) == 0
+    assert (tmp_path / "many" / "seed0004.png").read_bytes() == (tmp_path / "one" / "seed0004.png").read_bytes()
+    gen = ganforge.load(run, "cpu")
+    api = gen.sample_seeds([4])
+    assert torch.equal(api, gen.sample_seeds([9, 4])[1:]) and torch.equal(api, ganforge.load(run, "cpu").sample_seeds([4]))
+    on_disk = np.array(Image.open(tmp_path / "one" / "seed0004.png"))
+    assert np.array_equal(on_disk, ((api[0, 0] + 1) * 127.5).round().clamp(0, 255).numpy().astype(np.uint8))
+
+
+def test_truncation_pulls_samples_together(run):
+    gen = ganforge.load(run, "cpu")
+    full, low = gen.sample(200, seed=1), gen.sample(200, seed=1, truncation=0.3)
+    assert low.std(0).mean() < full.std(0).mean()
+    with pytest.raises(UserError, match=r"truncation must be in \(0, 1\]"):
+        gen.sample(2, truncation=1.5)
+    with pytest.raises(UserError, match="not class-conditional"):
+        gen.sample(2, class_=3)
+
+
+def test_slerp_ends_and_norm():
+    a, b = torch.randn(100), torch.randn(100)
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-5) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-5)
+    assert abs(slerp(a, b, 0.5).norm() - (a.norm() + b.norm()) / 2) < 0.2 * a.norm()
+
+
+def test_interpolate_gif_grid_and_mp4_without_pyav(run, tmp_path, capsys):
+    assert main(["interpolate", str(run), "--seeds", "0-2", "--frames", "4", "--out", str(tmp_path / "w.gif")]) == 0
+    with Image.open(tmp_path / "w.gif") as gif:
+        assert gif.n_frames == 12 and gif.size == (64, 64)
+    assert main(["interpolate", str(run), "--seeds", "0,1", "--frames", "3", "--no-loop",
+                 "--out", str(tmp_path / "w.png")]) == 0
+    assert len(ganforge.load(run, "cpu").interpolate([0, 1], 3, loop=False)) == 4
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        assert main(["interpolate", str(run), "--out", str(tmp_path / "w.mp4")]) == 2
+        assert "pip install av" in capsys.readouterr().err
+
+
+def test_inversion_finds_an_image_the_generator_made(run):
+    gen = ganforge.load(run, "cpu")
+    target = gen.sample_seeds([123])
+    z, found = gen.invert(target, steps=150, restarts=4)
+    far = gen.sample_seeds([7])
+    assert z.shape == (1, gen.G.z_dim)
+    assert (found - target).square().mean() < 0.25 * (far - target).square().mean()
+
+
+def test_repair_keeps_known_pixels_and_fills_the_rest(run, tmp_path):
+    gen = ganforge.load(run, "cpu")
+    img = gen.sample_seeds([5, 6])
+    fill = torch.zeros(2, 1, 16, 16, dtype=torch.bool)
+    fill[..., 8:, :] = True
+    damaged = torch.where(fill, torch.ones_like(img), img)
+    fixed = gen.repair(damaged, fill, steps=100, restarts=4)
+    assert torch.equal(fixed[~fill.expand_as(fixed)], damaged[~fill.expand_as(damaged)])
+    assert (fixed - img)[fill.expand_as(img)].square().mean() < (damaged - img)[fill.expand_as(img)].square().mean()
+
+
+def test_repair_and_invert_from_the_cli(run, tmp_path, capsys):
+    Image.fromarray(np.full((20, 20), 200, np.uint8)).save(tmp_path / "in.png")
+    mask = np.zeros((16, 16), np.uint8)
+    mask[:, 8:] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    common = ["--image", str(tmp_path / "in.png"), "--steps", "20", "--restarts", "2"]
+    assert main(["repair", str(run), *common, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "a.png")]) == 0
+    out = np.array(Image.open(tmp_path / "a.png"))
+    assert out.shape == (16, 16) and (out[:, :8] == 200).all()
+    assert main(["repair", str(run), *common, "--mask-box", "0,0,16,4", "--out", str(tmp_path / "b.png")]) == 0
+    assert main(["repair", str(run), *common, "--denoise", "--out", str(tmp_path / "c.png")]) == 0
+    assert main(["invert", str(run), *common, "--latent-out", str(tmp_path / "z.npy"), "--out", str(tmp_path / "d.png")]) == 0
+    assert np.load(tmp_path / "z.npy").shape == (100,)
+    for argv, message in ((["repair", str(run), *common, "--out", "x.png"], "--mask MASK.png or --mask-box"),
+                          (["repair", str(run), *common, "--mask-box", "1,2", "--out", "x.png"], "write X,Y,W,H"),
+                          (["repair", str(run), "--image", str(tmp_path / "nope.png"), "--denoise", "--out", "x.png"],
+                           "cannot read")):
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err

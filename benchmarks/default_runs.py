@@ -3,7 +3,7 @@
     python benchmarks/default_runs.py --data mnist5k --seeds 0 1 2
     python benchmarks/default_runs.py --data ring8 --seeds 0 1 2 3 4
     python benchmarks/default_runs.py --data grid25.npy --modes grid25 --seeds 0 1 2
-    python benchmarks/default_runs.py --seeds 0 1 steps=3000 precision=bf16 channels_last=1
+    python benchmarks/default_runs.py steps=3000 precision=bf16 channels_last=1 --seeds 0 1
 
 Each run is the real CLI (`python -m ganforge train --data D --seed S` and the key=value settings
 given, nothing else), timed wall-clock, then `check_samples.py` on its EMA generator: 1,000 images

@@ -105,3 +105,18 @@ def test_repair_and_invert_from_the_cli(run, tmp_path, capsys):
                            "cannot read")):
         assert main(argv) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_conditional_run_samples_the_class_asked_for(tmp_path, capsys):
+    args = ["train", "--data", "digits", "--resolution", "16", "--steps", "4", "--out", str(tmp_path), "--no-progress",
+            "g_width=8", "d_width=8", "batch_size=16", "conditional=1"]
+    assert main([*args, "--name", "c"]) == 0
+    gen = ganforge.load(tmp_path / "c", "cpu")
+    assert gen.G.num_classes == 10
+    three = gen.sample(4, seed=0, class_=3)
+    assert three.shape == (4, 1, 16, 16) and not torch.equal(three, gen.sample(4, seed=0, class_=4))
+    assert main(["sample", str(tmp_path / "c"), "--class", "3", "--seeds", "0-1", "--out", str(tmp_path / "s")]) == 0
+    assert main(["sample", str(tmp_path / "c"), "--class", "10", "--out", str(tmp_path / "x.png")]) == 2
+    assert "classes 0 to 9" in capsys.readouterr().err
+    assert main(["train", "--data", "ring8", "--out", str(tmp_path), "conditional=1"]) == 2
+    assert "needs labelled images" in capsys.readouterr().err

@@ -41,6 +41,7 @@ class TrainConfig:
     lr_decay_start: float = setting(0.0, "share of the steps after which the linear decay begins")
     r1_gamma: float = setting(0.0, "weight of the R1 penalty on D's gradient at real data; 0 = off")
     r1_every: int = setting(1, "apply R1 every N steps, weighted by N (lazy regularisation)")
+    conditional: bool = setting(False, "class-conditional G and D (DCGAN, labelled data); sample with --class K")
     ema_kimg: float = setting(10.0, "half-life of G_ema's weights, in thousands of images")
     ema_rampup: float = setting(0.05, "early on, the half-life is at most this share of images seen")
     seed: int = setting(0, "the same seed and settings give the same weights on the CPU")

@@ -65,9 +65,16 @@ class LoadedGenerator:
     @torch.no_grad()
     def generate(self, z: torch.Tensor, class_: int | None = None, batch_size: int = 256) -> torch.Tensor:
         """G_ema of given latents (N, z_dim), on the CPU."""
-        if class_ is not None:
+        classes = getattr(self.G, "num_classes", 0)
+        if class_ is not None and not classes:
             raise UserError(f"{self.path} is not class-conditional: leave out the class")
-        return torch.cat([self.G(chunk.to(self.device)).float().cpu() for chunk in z.split(batch_size)])
+        if class_ is not None and not 0 <= class_ < classes:
+            raise UserError(f"class {class_} does not exist: this generator has classes 0 to {classes - 1}")
+        out = []
+        for chunk in z.split(batch_size):
+            c = () if class_ is None else (torch.full((len(chunk),), class_, device=self.device),)
+            out.append(self.G(chunk.to(self.device), *c).float().cpu())
+        return torch.cat(out)
 
     def interpolate(self, seeds: list[int], frames: int = 24, loop: bool = True) -> torch.Tensor:
         """Images along spherical paths between the seeds' latents, `frames` per leg; with `loop`,

@@ -103,6 +103,10 @@ def _train(user: dict, resume, progress: bool, ranks: dist.Dist, device_name: st
                         f"drop arch= or use arch={default_family(data.kind)}")
     if cfg.batch_size > len(data):
         raise UserError(f"batch_size {cfg.batch_size} is larger than the data set ({len(data)} items): lower it")
+    if cfg.conditional and (data.labels is None or cfg.arch != "dcgan"):
+        raise UserError(f"conditional=1 needs labelled images and the dcgan family; '{cfg.data}' has "
+                        f"{'no labels' if data.labels is None else data.kind + 's'}: use mnist5k, digits, a folder "
+                        "with one sub-folder per class, or a prepared file with labels")
     if cfg.batch_size % ranks.world:
         raise UserError(f"batch_size {cfg.batch_size} is the global batch and must divide by the {ranks.world} processes")
     device = pick_device(device_name if ranks.world > 1 else cfg.device)
@@ -151,6 +155,8 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
     g_loss = G_LOSSES[cfg.loss]
     # The data set on the device, decoded; a memory-mapped one stays on disk and is read per batch.
     pool = data.data if data.info.get("memory_mapped") else data.data.to(device)
+    labels = data.labels.to(device) if cfg.conditional else None
+    n_classes = len(data.class_names)
     fixed_z = latents(GRID_SIZE if data.kind == "image" else SCATTER_SIZE, cfg.z_dim, cfg.seed).to(device)
     judge = _fid_judge(cfg, data, device) if cfg.eval_every and data.kind == "image" and ranks.main else None
     sums = torch.zeros(5, device=device)     # loss_D, loss_G, D(x), D(G(z)), steps: finite steps since the last log
@@ -170,15 +176,20 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
             real = rt.batch(to_model_space(pool[index.to(pool.device)].to(device, non_blocking=True)))
             waited += time.perf_counter() - began
             z = ranks.shard(torch.randn(cfg.batch_size, cfg.z_dim, generator=state.z_generator)).to(device)
+            # Labels, for a conditional run: the real images' own, and uniform draws for the fakes.
+            real_c, fake_c = (), ()
+            if labels is not None:
+                real_c = (labels[index.to(device)],)
+                fake_c = (ranks.shard(torch.randint(n_classes, (cfg.batch_size,), generator=state.z_generator)).to(device),)
             with rt.autocast():
-                fake = G(z)
+                fake = G(z, *fake_c)
 
             # Lazy R1 (StyleGAN2): every r1_every steps, weighted by r1_every, for the same mean push.
             regularise = cfg.r1_gamma > 0 and state.step % cfg.r1_every == 0
             real.requires_grad_(regularise)
             with rt.autocast():
-                real_logits = (eager(D) if regularise else D)(real).float()
-                fake_logits = D(fake.detach()).float()
+                real_logits = (eager(D) if regularise else D)(real, *real_c).float()
+                fake_logits = D(fake.detach(), *fake_c).float()
                 loss_D = d_loss(real_logits, fake_logits)
                 penalty = torch.zeros((), device=device)
                 if regularise:
@@ -192,7 +203,7 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
 
             D.requires_grad_(False)  # G's update needs gradients through D, not for D's weights
             with rt.autocast():
-                loss_G = g_loss(D(fake).float())
+                loss_G = g_loss(D(fake, *fake_c).float())
             opt_G.zero_grad(set_to_none=True)
             rt.backward(loss_G)
             finite_G = _update(loss_G, G, opt_G, run)

@@ -24,8 +24,9 @@ class Family:
 
 def _dcgan_args(cfg, data) -> tuple[dict, dict]:
     channels, resolution = data.sample_shape[0], data.sample_shape[1]
-    return (dict(z_dim=cfg.z_dim, resolution=resolution, channels=channels, width=cfg.g_width),
-            dict(resolution=resolution, channels=channels, width=cfg.d_width))
+    classes = {"num_classes": len(data.class_names)} if cfg.conditional else {}
+    return (dict(z_dim=cfg.z_dim, resolution=resolution, channels=channels, width=cfg.g_width, **classes),
+            dict(resolution=resolution, channels=channels, width=cfg.d_width, **classes))
 
 
 def _mlp_args(cfg, data) -> tuple[dict, dict]:

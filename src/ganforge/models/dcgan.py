@@ -5,6 +5,12 @@ Layer sizes follow the classic PyTorch example (pytorch/examples dcgan/main.py: 
 nz = 100), generalised from 64 px to any power of two from 16 to 256: the feature map at
 resolution r has width * min(8, R / (2r)) channels, so 64 px gives the example's network exactly
 and smaller images drop its widest layers.
+
+Class-conditional variants (`num_classes` > 0): G reads a learned class embedding beside z (the
+conditional GAN of Mirza & Osindero 2014); D is a projection discriminator (Miyato & Koyama,
+"cGANs with Projection Discriminator", ICLR 2018): its logit gains the inner product of a class
+embedding with its last features. Without labels, G cycles through the classes (0, 1, 2, ...),
+so grids and batch-norm statistics see every class alike.
 """
 from __future__ import annotations
 
@@ -35,14 +41,23 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class Generator(nn.Module):
-    """z (B, z_dim) -> img (B, channels, resolution, resolution) in [-1, 1]."""
+CLASS_DIM = 32  # size of G's class embedding
 
-    def __init__(self, z_dim: int = 100, resolution: int = 32, channels: int = 1, width: int = 64):
+
+def cycled_labels(n: int, num_classes: int, device) -> torch.Tensor:
+    return torch.arange(n, device=device) % num_classes
+
+
+class Generator(nn.Module):
+    """z (B, z_dim) [, c (B,) int64] -> img (B, channels, resolution, resolution) in [-1, 1]."""
+
+    def __init__(self, z_dim: int = 100, resolution: int = 32, channels: int = 1, width: int = 64,
+                 num_classes: int = 0):
         super().__init__()
         n_up = _check_resolution(resolution)
         c = _channels(resolution, 4, width)
-        layers = [nn.ConvTranspose2d(z_dim, c, 4, 1, 0, bias=False), nn.BatchNorm2d(c), nn.ReLU(True)]
+        extra = CLASS_DIM if num_classes else 0
+        layers = [nn.ConvTranspose2d(z_dim + extra, c, 4, 1, 0, bias=False), nn.BatchNorm2d(c), nn.ReLU(True)]
         r = 4
         for _ in range(n_up - 1):
             r *= 2
@@ -51,17 +66,21 @@ class Generator(nn.Module):
             c = c_out
         layers += [nn.ConvTranspose2d(c, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
-        self.z_dim = z_dim
+        self.z_dim, self.num_classes = z_dim, num_classes
+        self.embed = nn.Embedding(num_classes, CLASS_DIM) if num_classes else None
         init_weights(self)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            c = cycled_labels(len(z), self.num_classes, z.device) if c is None else c
+            z = torch.cat([z, self.embed(c)], dim=1)
         return self.net(z[:, :, None, None])  # (B, z_dim, 1, 1) -> (B, C, R, R)
 
 
 class Discriminator(nn.Module):
-    """img (B, channels, resolution, resolution) -> logits (B,). No sigmoid: losses take logits."""
+    """img (B, channels, resolution, resolution) [, c (B,)] -> logits (B,). No sigmoid: losses take logits."""
 
-    def __init__(self, resolution: int = 32, channels: int = 1, width: int = 64):
+    def __init__(self, resolution: int = 32, channels: int = 1, width: int = 64, num_classes: int = 0):
         super().__init__()
         n_down = _check_resolution(resolution)
         r = resolution // 2
@@ -74,7 +93,17 @@ class Discriminator(nn.Module):
             c = c_out
         layers += [nn.Conv2d(c, 1, 4, 1, 0, bias=False)]  # 4x4 -> 1x1
         self.net = nn.Sequential(*layers)
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes, c) if num_classes else None
         init_weights(self)
+        if self.embed is not None:
+            nn.init.zeros_(self.embed.weight)  # starts as the unconditional D
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        return self.net(img).flatten()
+    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is None:
+            return self.net(img).flatten()
+        if c is None:
+            raise ValueError("a class-conditional D needs the labels c")
+        h = self.net[:-1](img)                                   # (B, C, 4, 4)
+        projection = (self.embed(c) * h.sum(dim=(2, 3))).sum(1)  # <embed(c), sum-pooled features>
+        return self.net[-1](h).flatten() + projection

@@ -1,4 +1,6 @@
 """Using a trained generator: seeds, truncation, interpolation, inversion and repair, CLI and API."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -52,18 +54,22 @@ def test_slerp_ends_and_norm():
     assert abs(slerp(a, b, 0.5).norm() - (a.norm() + b.norm()) / 2) < 0.2 * a.norm()
 
 
-def test_interpolate_gif_grid_and_mp4_without_pyav(run, tmp_path, capsys):
+def test_interpolate_gif_grid_and_mp4(run, tmp_path, capsys, monkeypatch):
     assert main(["interpolate", str(run), "--seeds", "0-2", "--frames", "4", "--out", str(tmp_path / "w.gif")]) == 0
     with Image.open(tmp_path / "w.gif") as gif:
         assert gif.n_frames == 12 and gif.size == (64, 64)
     assert main(["interpolate", str(run), "--seeds", "0,1", "--frames", "3", "--no-loop",
                  "--out", str(tmp_path / "w.png")]) == 0
     assert len(ganforge.load(run, "cpu").interpolate([0, 1], 3, loop=False)) == 4
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        assert main(["interpolate", str(run), "--out", str(tmp_path / "w.mp4")]) == 2
-        assert "pip install av" in capsys.readouterr().err
+
+    av = pytest.importorskip("av")
+    assert main(["interpolate", str(run), "--seeds", "0-2", "--frames", "4", "--out", str(tmp_path / "w.mp4")]) == 0
+    with av.open(str(tmp_path / "w.mp4")) as video:
+        frames = [f.to_ndarray(format="gray") for f in video.decode(video=0)]
+    assert len(frames) == 12 and frames[0].shape == (64, 64)
+    monkeypatch.setitem(sys.modules, "av", None)  # as without PyAV
+    assert main(["interpolate", str(run), "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "pip install av" in capsys.readouterr().err
 
 
 def test_inversion_finds_an_image_the_generator_made(run):

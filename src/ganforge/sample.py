@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,18 +168,32 @@ def write_animation(frames: torch.Tensor, out: str | Path, fps: float, scale: in
         pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:], duration=1000 / fps, loop=0)
         atomic_write(out, buf.getvalue())
     elif suffix == ".mp4":
-        try:
-            import av  # noqa: F401  (torchvision's video writer needs it)
-        except ImportError:
-            raise UserError("writing MP4 needs PyAV: pip install av (or use --out walk.gif)") from None
-        from torchvision.io import write_video
-
-        video = torch.stack([torch.from_numpy(np.array(p.convert("RGB"))) for p in pictures])  # (N, H, W, 3)
-        tmp = out.with_name(f".{out.stem}.tmp.mp4")
-        write_video(str(tmp), video, fps=fps)
-        tmp.replace(out)
+        _write_mp4(pictures, out, fps)
     else:
         raise UserError(f"--out {out}: end it in .gif, .mp4 or .png (a grid of the frames)")
+
+
+def _write_mp4(pictures: list[Image.Image], out: Path, fps: float) -> None:
+    """Frames as an H.264 (or, where PyAV's FFmpeg lacks it, MPEG-4) video, written atomically."""
+    try:
+        import av
+    except ImportError:
+        raise UserError("writing MP4 needs PyAV: pip install av (or use --out walk.gif)") from None
+    from fractions import Fraction
+
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.mp4")
+    try:
+        with av.open(str(tmp), mode="w") as container:
+            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+            stream.width, stream.height, stream.pix_fmt = pictures[0].width, pictures[0].height, "yuv420p"
+            for picture in pictures:
+                frame = av.VideoFrame.from_ndarray(np.array(picture.convert("RGB")), format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())  # flush
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_image(path: str | Path, gen: LoadedGenerator) -> torch.Tensor:

@@ -159,7 +159,7 @@ def _load_npy(path: Path, resolution: int, channels: int | None) -> Dataset:
             img = torch.from_numpy(arr).permute(0, 3, 1, 2)  # (N, C, R, R), a view of the file
         return Dataset(name=path.stem, kind="image", data=img, labels=labels, class_names=class_names,
                        info={**info, "memory_mapped": True})
-    arr = np.ascontiguousarray(arr)  # anything else is converted in memory
+    arr = np.array(arr)  # anything else is read into memory (a writable copy) and converted there
     if arr.dtype == np.uint8 and arr.ndim == 3:
         img = torch.from_numpy(arr)[:, None]  # (N, 1, H, W)
     elif arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[3] in (1, 3, 4):

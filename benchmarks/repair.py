@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 import ganforge
 from ganforge.metrics.digits import mnist_split
@@ -112,7 +113,8 @@ def main() -> None:
             shown.append(torch.cat([img[:k], masked, ours[:k], bih[:k]]))
     # Rows of the picture: original, masked (grey = to fill), GAN repair, biharmonic; 16 digits.
     picture = torch.cat([torch.cat([s[i * (len(s) // 4):(i + 1) * (len(s) // 4)] for s in shown]) for i in range(4)])
-    save_png(image_grid(picture, nrow=16), args.out)
+    grid = image_grid(picture, nrow=16)
+    save_png(grid.resize((grid.width * 3, grid.height * 3), Image.Resampling.NEAREST), args.out)
     print(f"\nwrote {args.out}: rows = original, masked, GAN repair, biharmonic")
 
 

@@ -79,6 +79,19 @@ def test_inversion_finds_an_image_the_generator_made(run):
     far = gen.sample_seeds([7])
     assert z.shape == (1, gen.G.z_dim)
     assert (found - target).square().mean() < 0.25 * (far - target).square().mean()
+    plain, _ = gen.invert(target, steps=10, restarts=2)
+    pooled = gen.invert(target, steps=10, restarts=2, perceptual=1.0, features=lambda img: img.mean((2, 3)))[0]
+    assert not torch.equal(plain, pooled)  # the feature term takes part in the search
+
+
+def test_the_default_perceptual_features_pass_gradients_on_digits():
+    from ganforge.inversion import _default_features
+    from ganforge.metrics.digits import mnist_split
+
+    digits = (mnist_split(0)[2][:4].float() / 127.5 - 1).requires_grad_(True)
+    features = _default_features(digits, "cpu")  # the digit classifier, as `ganforge eval` picks it
+    features(digits).square().sum().backward()
+    assert digits.grad.abs().sum() > 0
 
 
 def test_repair_keeps_known_pixels_and_fills_the_rest(run, tmp_path):
@@ -103,6 +116,9 @@ def test_repair_and_invert_from_the_cli(run, tmp_path, capsys):
     assert out.shape == (16, 16) and (out[:, :8] == 200).all()
     assert main(["repair", str(run), *common, "--mask-box", "0,0,16,4", "--out", str(tmp_path / "b.png")]) == 0
     assert main(["repair", str(run), *common, "--denoise", "--out", str(tmp_path / "c.png")]) == 0
+    assert main(["repair", str(run), *common, "--mask-box", "0,0,16,8", "--perceptual", "0.1",
+                 "--out", str(tmp_path / "p.png")]) == 0
+    assert (np.array(Image.open(tmp_path / "p.png"))[8:] == 200).all()  # the known half, kept
     assert main(["invert", str(run), *common, "--latent-out", str(tmp_path / "z.npy"), "--out", str(tmp_path / "d.png")]) == 0
     assert np.load(tmp_path / "z.npy").shape == (100,)
     for argv, message in ((["repair", str(run), *common, "--out", "x.png"], "--mask MASK.png or --mask-box"),

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--out", required=True, metavar="OUT.png")
         cmd.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
         cmd.add_argument("--restarts", type=int, default=8, help="random starts searched at once (default 8)")
+        cmd.add_argument("--perceptual", type=float, default=0.0, metavar="W",
+                         help="weight of a feature-space term (the eval extractor's features) (default 0: off)")
         cmd.add_argument("--seed", type=int, default=0)
         cmd.add_argument("--device", default="auto")
 
@@ -230,7 +232,7 @@ def _invert_or_repair(args) -> int:
 
     gen = load_generator(args.run, args.device)
     img = read_image(args.image, gen)[None]
-    search = dict(steps=args.steps, restarts=args.restarts, seed=args.seed)
+    search = dict(steps=args.steps, restarts=args.restarts, seed=args.seed, perceptual=args.perceptual)
     if args.command == "invert":
         z, out = gen.invert(img, **search)
         if args.latent_out:

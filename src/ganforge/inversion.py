@@ -3,8 +3,11 @@ gives: repairs (inpainting), projections onto what G can make (denoising), laten
 
 The search is gradient descent on z (Adam), from several random starts at once, on the mean
 squared error over the known pixels only, plus a small pull of z towards the prior's typical
-shell (||z||^2 close to its dimension), so that z stays where G was trained. The start with the
-lowest error wins. A repair keeps every known pixel and takes G's pixels where the mask is.
+shell (||z||^2 close to its dimension), so that z stays where G was trained. An optional
+perceptual term compares the known parts of G(z) and of the target (unknown pixels set to black)
+on the features of an extractor (`ganforge eval`'s: the digit classifier for grey images up to
+64 px, Inception otherwise). The start with the lowest pixel error wins. A repair keeps every
+known pixel and takes G's pixels where the mask is.
 """
 from __future__ import annotations
 
@@ -16,11 +19,14 @@ from ganforge.sample import latents
 
 @torch.enable_grad()
 def invert(G: nn.Module, target: torch.Tensor, known: torch.Tensor | None = None, steps: int = 300,
-           restarts: int = 8, lr: float = 0.05, prior: float = 1e-3, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+           restarts: int = 8, lr: float = 0.05, prior: float = 1e-3, seed: int = 0,
+           perceptual: float = 0.0, features=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Best latents for a batch of targets.
 
     target: (N, C, H, W) in [-1, 1]; known: (N, 1, H, W) bool, True where the pixel is known
-    (default: all). Returns (z (N, z_dim), G(z) (N, C, H, W)). The same seed gives the same result.
+    (default: all). `perceptual` > 0 weighs the feature term, with `features` a differentiable
+    map of images to (B, D) (default: the extractor `ganforge eval` would pick).
+    Returns (z (N, z_dim), G(z) (N, C, H, W)). The same seed gives the same result.
     """
     n, device = len(target), next(G.parameters()).device
     target = target.to(device)
@@ -30,17 +36,36 @@ def invert(G: nn.Module, target: torch.Tensor, known: torch.Tensor | None = None
     z = latents(n * restarts, G.z_dim, seed).to(device).requires_grad_(True)  # (N * R, z_dim)
     opt = torch.optim.Adam([z], lr=lr)
     count = known_r.flatten(1).sum(1).clamp(min=1) * target.shape[1]
+    if perceptual > 0:
+        features = features or _default_features(target, device)
+        with torch.no_grad():
+            target_f = features(_known_part(target_r, known_r))
     for _ in range(steps):
-        err = ((G(z) - target_r).square() * known_r).flatten(1).sum(1) / count   # (N * R,)
-        shell = (z.square().mean(1) - 1).square()                                 # 0 on the prior's shell
+        img = G(z)
+        err = ((img - target_r).square() * known_r).flatten(1).sum(1) / count    # (N * R,)
+        loss = err + prior * (z.square().mean(1) - 1).square()                   # 0 on the prior's shell
+        if perceptual > 0:
+            loss = loss + perceptual * (features(_known_part(img, known_r)) - target_f).square().mean(1)
         opt.zero_grad(set_to_none=True)
-        (err + prior * shell).sum().backward()
+        loss.sum().backward()
         opt.step()
     with torch.no_grad():
         img = G(z)
         err = ((img - target_r).square() * known_r).flatten(1).sum(1).view(n, restarts)
         best = err.argmin(1) + torch.arange(n, device=device) * restarts
     return z.detach()[best].cpu(), img[best].float().cpu()
+
+
+def _known_part(img: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    return img * known - (1 - known)  # unknown pixels black (-1)
+
+
+def _default_features(target: torch.Tensor, device):
+    from ganforge.metrics.evaluate import default_extractor
+    from ganforge.metrics.extractors import get_extractor
+
+    extractor = get_extractor(default_extractor(tuple(target.shape[1:])), device)
+    return lambda img: extractor.embed(img)[0].float()
 
 
 def repair(G: nn.Module, img: torch.Tensor, fill: torch.Tensor, **search) -> torch.Tensor:

@@ -4,7 +4,8 @@
 
 Each image case is a folder of 8 good 24x24 PNGs plus the bad file(s), trained on for one step
 (`ganforge train --data FOLDER --steps 1`, tiny widths). The other cases are archives with unsafe
-members, bad settings, bad .npy files, a checkpoint that is not one, an output path that cannot be written, and a disk that fills
+members, bad settings, bad .npy files, a checkpoint that is not one, an output path that cannot
+be written, a read-only output folder (a read-only bind mount, root only), and a disk that fills
 up (a file-size limit, so that writes fail with EFBIG). Prints one markdown row per case: the exit
 code, what was loaded, and ganforge's own message.
 """
@@ -181,6 +182,21 @@ def table(root: Path) -> None:
     intact = first.stat().st_size == size and not list((runs / "full").rglob(".*.tmp-*"))
     rows.append(("disk full while writing a checkpoint (EFBIG)", code,
                  message + (" [step-2 checkpoint intact, no temporary file left]" if intact else " [CHECKPOINT DAMAGED]")))
+
+    # A read-only output folder: a read-only bind mount of the run (needs root; skipped otherwise).
+    view = root / "read-only"
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", str(runs), str(view)], capture_output=True).returncode == 0:
+        try:
+            subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], check=True, capture_output=True)
+            code, message = run(["train", "--resume", str(view / "full"), "--steps", "6", "--no-progress"])
+            intact = first.stat().st_size == size
+            rows.append(("read-only output folder (a read-only bind mount of the run)", code,
+                         message + (" [checkpoint intact]" if intact else " [CHECKPOINT DAMAGED]")))
+        finally:
+            subprocess.run(["umount", str(view)], capture_output=True)
+    else:
+        rows.append(("read-only output folder", "-", "not tried: bind mounts need root"))
 
     print("| bad input | exit code | what ganforge did |")
     print("|---|---|---|")

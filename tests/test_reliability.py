@@ -211,3 +211,32 @@ def test_no_load_path_unpickles_and_no_shell_is_reached():
 def test_config_mistakes_name_the_field_and_the_allowed_values(capsys):
     with pytest.raises(UserError, match="nan_patience must be a whole number >= 1"):
         resolve({"nan_patience": 0}, "dcgan")
+
+
+@pytest.fixture
+def read_only_view(tmp_path):
+    """A read-only bind mount of a folder (root only; skipped where mounting is not allowed)."""
+    source, view = tmp_path / "rw", tmp_path / "ro"
+    source.mkdir()
+    view.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(source), str(view)], capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("cannot bind-mount here (needs root)")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(view)], capture_output=True).returncode != 0:
+            pytest.skip("cannot remount read-only here")
+        yield source, view
+    finally:
+        subprocess.run(["umount", str(view)], capture_output=True)
+
+
+def test_a_read_only_output_folder_is_one_line_and_keeps_the_checkpoint(read_only_view):
+    source, view = read_only_view
+    subprocess.run(command(source, "run", 2, "checkpoint_every=2"), check=True, capture_output=True)
+    before = checkpoint.find(source / "run").read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "ganforge", "train", "--resume", str(view / "run"), "--steps", "4",
+                           "--no-progress"], capture_output=True, text=True)
+    err = proc.stderr.strip()
+    assert proc.returncode == 1 and len(err.splitlines()) == 1, err
+    assert f"cannot write {view / 'run'}" in err and "Read-only file system" in err
+    assert checkpoint.find(source / "run").read_bytes() == before

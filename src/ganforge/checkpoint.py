@@ -31,16 +31,24 @@ class DamagedCheckpoint(UserError):
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `data` to `path` so that it holds the old bytes or the new, never part of either. A
+    failure (a full disk, a read-only folder) raises OSError naming `path`, not the temporary file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        raise OSError(err.errno, f"cannot write {path} ({reason}): free space, or write to another folder") from err
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only folder holds no temporary file to remove
+            pass
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

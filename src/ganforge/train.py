@@ -347,7 +347,8 @@ def _save_checkpoint(state: State, cfg: TrainConfig, run: Run, best: bool = Fals
         except OSError as err:
             kept = checkpoint.checkpoints(run_dir)
             intact = f"the last checkpoint, {kept[-1]}, is intact" if kept else "no checkpoint was written yet"
-            raise OSError(err.errno, f"could not write {path} ({err.strerror or err}); {intact}: free space or "
+            reason = os.strerror(err.errno) if err.errno else str(err)
+            raise OSError(err.errno, f"could not write {path} ({reason}); {intact}: free space or "
                                      f"fix the folder's permissions, then continue with --resume {run_dir}") from err
         checkpoint.prune(run_dir, cfg.keep)
 

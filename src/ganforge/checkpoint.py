@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from safetensors import SafetensorError
@@ -30,14 +32,19 @@ class DamagedCheckpoint(UserError):
     """A file that is a ganforge checkpoint but whose contents no longer match its checksum."""
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that it holds the old bytes or the new, never part of either. A
-    failure (a full disk, a read-only folder) raises OSError naming `path`, not the temporary file."""
+def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write `data` to `path` so that it holds the old bytes or the new, never part of either.
+    `data` is bytes, or a function that writes to the open file (to stream what does not fit in
+    memory). A failure (a full disk, a read-only folder) raises OSError naming `path`, not the
+    temporary file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -137,6 +137,7 @@ def resolve(user: dict, arch: str) -> TrainConfig:
 def validate(cfg: TrainConfig) -> None:
     """Raise UserError naming the first bad field and the values it allows."""
     from ganforge.models import FAMILIES  # late import: models do not depend on config
+    from ganforge.runtime import DTYPES
 
     positive = ["z_dim", "g_width", "d_width", "depth", "batch_size", "steps", "r1_every", "log_every",
                 "sample_every", "checkpoint_every", "keep", "nan_patience"]
@@ -163,7 +164,7 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"loss must be one of {', '.join(G_LOSSES)}, got '{cfg.loss}'")
     if cfg.arch not in FAMILIES:
         raise UserError(f"arch must be one of {', '.join(FAMILIES)}, got '{cfg.arch}'")
-    if cfg.precision not in ("fp32", "bf16", "fp16"):
+    if cfg.precision not in DTYPES:
         raise UserError(f"precision must be fp32, bf16 or fp16, got '{cfg.precision}'")
     if cfg.channels not in (None, 1, 3):
         raise UserError(f"channels must be 1, 3 or auto, got {cfg.channels}")

@@ -91,7 +91,7 @@ def init(device_name: str) -> tuple[Dist, str]:
     if world == 1:
         return Dist(), device_name
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
     if use_cuda:
         device_name = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)

@@ -15,15 +15,11 @@ import contextlib
 
 import torch
 
-from ganforge.errors import UserError
-
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Runtime:
     def __init__(self, precision: str, channels_last: bool, compile: bool, tf32: bool, device: torch.device):
-        if precision not in DTYPES:
-            raise UserError(f"precision must be one of {', '.join(DTYPES)}, got '{precision}'")
         self.device, self.precision = device, precision
         self.channels_last, self.compile = channels_last, compile
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,9 +180,8 @@ def _write_mp4(pictures: list[Image.Image], out: Path, fps: float) -> None:
         raise UserError("writing MP4 needs PyAV: pip install av (or use --out walk.gif)") from None
     from fractions import Fraction
 
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.mp4")
-    try:
-        with av.open(str(tmp), mode="w") as container:
+    def write(f) -> None:
+        with av.open(f, mode="w", format="mp4") as container:
             codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
             stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
             stream.width, stream.height, stream.pix_fmt = pictures[0].width, pictures[0].height, "yuv420p"
@@ -191,17 +189,16 @@ def _write_mp4(pictures: list[Image.Image], out: Path, fps: float) -> None:
                 frame = av.VideoFrame.from_ndarray(np.array(picture.convert("RGB")), format="rgb24")
                 container.mux(stream.encode(frame))
             container.mux(stream.encode())  # flush
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(out, write)
 
 
 def read_image(path: str | Path, gen: LoadedGenerator) -> torch.Tensor:
     """An image file at the generator's size and channels: (C, R, R) in [-1, 1]."""
-    from ganforge.data.folder import _decode
+    from ganforge.data.folder import decode_image
 
     r, c = gen.config["resolution"], gen.model["G"]["channels"]
-    arr, why = _decode(Path(path), r, c)
+    arr, why = decode_image(Path(path), r, c)
     if arr is None:
         raise UserError(f"cannot read {path} as an image ({why})")
     return torch.from_numpy(arr).float() / 127.5 - 1

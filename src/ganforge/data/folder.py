@@ -65,7 +65,7 @@ def decode_images(source: Path, names: list[str], files: list, resolution: int, 
         # Between PIL's warning and error limits, a decompression bomb only warns: make that a skip too.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="PIL")  # e.g. odd EXIF, per file
-        decoded = zip(names, pool.map(lambda f: _decode(f, resolution, channels), files))
+        decoded = zip(names, pool.map(lambda f: decode_image(f, resolution, channels), files))
         progress = tqdm(decoded, total=len(files), desc=f"decoding {source}", unit="img",
                         disable=len(files) <= _PROGRESS_ABOVE)
         for i, (name, (img, error)) in enumerate(progress):
@@ -128,7 +128,7 @@ def classes_of(source: Path, names: list[str]) -> list[str] | None:
     return [parts[0] for parts in top]
 
 
-def _decode(file, resolution: int, channels: int | None) -> tuple[np.ndarray | None, str]:
+def decode_image(file, resolution: int, channels: int | None) -> tuple[np.ndarray | None, str]:
     """(uint8 (C, R, R) array, "") with C = channels or the image's own 1 or 3; (None, why) if unreadable.
     `file` is a path or a file object."""
     try:

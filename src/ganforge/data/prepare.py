@@ -11,7 +11,6 @@ for one chunk, not for the whole set. Without `channels`, the first chunk decide
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -90,17 +89,10 @@ def _prepare_folder(folder: Path, out: Path, resolution: int, channels: int | No
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
     """Atomically write `array` (possibly memory-mapped) as .npy, streaming it in slices."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            header = io.BytesIO()
-            np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
-            f.write(header.getvalue())
-            step = max(1, (64 * 2**20) // max(1, array[:1].nbytes))
-            for i in range(0, len(array), step):
-                f.write(np.ascontiguousarray(array[i:i + step]).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    def write(f) -> None:
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+        step = max(1, (64 * 2**20) // max(1, array[:1].nbytes))
+        for i in range(0, len(array), step):
+            f.write(np.ascontiguousarray(array[i:i + step]).tobytes())
+
+    atomic_write(path, write)

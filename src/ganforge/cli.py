@@ -113,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--resolution", type=int, default=32, help="image side in pixels (default 32)")
     prep.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 or 3 (default: from the data)")
 
+    prov = sub.add_parser("provenance", help="read what made an image: ganforge's metadata in a PNG, GIF or MP4",
+                          description="Print the provenance record that ganforge writes into every image: "
+                          "version, model hash, step, seed, class, truncation. With --model, check the record "
+                          "against a model and redraw a seeded image pixel for pixel. Exit 1 when a file carries "
+                          "no record or does not match.")
+    prov.add_argument("files", nargs="+", metavar="FILE")
+    prov.add_argument("--model", metavar="RUN", help="a run folder, checkpoint or exported folder to check against")
+    prov.add_argument("--json", action="store_true", help="print the records as JSON")
+    prov.add_argument("--device", default="auto")
+
     sub.add_parser("datasets", help="list the built-in data sources")
     return parser
 
@@ -192,9 +202,11 @@ def _sample(args) -> int:
         seeds = parse_seeds(args.seeds)
         samples = gen.sample_seeds(seeds, args.truncation, args.class_)
         names = [f"seed{s:04d}.png" for s in seeds]
+        meta = [gen.provenance(class_=args.class_, seed=s, truncation=args.truncation) for s in seeds]
     else:
         seeds, samples, names = None, gen.sample(args.n, args.seed, args.truncation, args.class_), None
-    files = write_samples(samples, gen.kind, args.out, names)
+        meta = gen.provenance(class_=args.class_, seed=args.seed, n=args.n, truncation=args.truncation)
+    files = write_samples(samples, gen.kind, args.out, names, meta)
     what = f"seeds {args.seeds}" if seeds else f"seed {args.seed}"
     print(f"wrote {len(samples)} samples (step {gen.step}, {what}) to {args.out}"
           + (f" ({len(files)} files)" if len(files) > 1 else ""))
@@ -219,13 +231,16 @@ def _interpolate(args) -> int:
     from ganforge.sample import load_generator, write_animation
 
     gen = load_generator(args.run, args.device)
-    frames = gen.interpolate(parse_seeds(args.seeds), args.frames, loop=not args.no_loop)
-    write_animation(frames, args.out, args.fps, args.scale)
+    seeds = parse_seeds(args.seeds)
+    frames = gen.interpolate(seeds, args.frames, loop=not args.no_loop)
+    write_animation(frames, args.out, args.fps, args.scale, gen.provenance("latent walk", seeds=seeds))
     print(f"wrote {len(frames)} frames to {args.out}")
     return 0
 
 
 def _invert_or_repair(args) -> int:
+    from pathlib import Path
+
     import numpy as np
 
     from ganforge.sample import load_generator, read_image, read_mask, write_samples
@@ -237,13 +252,16 @@ def _invert_or_repair(args) -> int:
         z, out = gen.invert(img, **search)
         if args.latent_out:
             np.save(args.latent_out, z[0].numpy())
+        what = "inverted"
     elif args.denoise:
         if args.mask or args.mask_box:
             raise UserError("--denoise replaces the whole image: leave out --mask and --mask-box")
         _, out = gen.invert(img, **search)
+        what = "denoised"
     else:
         out = gen.repair(img, read_mask(args.mask, args.mask_box, gen)[None], **search)
-    write_samples(out, "image", args.out)
+        what = "repaired"
+    write_samples(out, "image", args.out, meta=gen.provenance(what, source=Path(args.image).name, seed=args.seed))
     print(f"wrote {args.out}")
     return 0
 
@@ -260,6 +278,27 @@ def _prepare(args) -> int:
     return 0
 
 
+def _provenance(args) -> int:
+    import json
+
+    from ganforge import provenance
+    from ganforge.sample import load_generator
+
+    gen = load_generator(args.model, args.device) if args.model else None
+    failed = 0
+    for path in args.files:
+        meta = provenance.read(path)
+        line = json.dumps(meta) if args.json else provenance.describe(meta)
+        if meta is not None and gen is not None:
+            try:
+                line += "; " + provenance.verify(path, meta, gen)
+            except UserError as err:
+                line, failed = f"{line}; DOES NOT MATCH: {err}", failed + 1
+        failed += meta is None
+        print(f"{path}: {line}")
+    return 1 if failed else 0
+
+
 def _datasets(args) -> int:
     from ganforge.data import list_sources
 
@@ -269,4 +308,5 @@ def _datasets(args) -> int:
 
 
 COMMANDS = {"train": _train, "sample": _sample, "interpolate": _interpolate, "repair": _invert_or_repair,
-            "invert": _invert_or_repair, "eval": _eval, "prepare": _prepare, "datasets": _datasets}
+            "invert": _invert_or_repair, "eval": _eval, "prepare": _prepare, "datasets": _datasets,
+            "provenance": _provenance}

@@ -50,6 +50,8 @@ class TrainConfig:
     sample_every: int = setting(500, "steps between sample grids in samples/")
     checkpoint_every: int = setting(500, "steps between checkpoints (and always at the end)")
     keep: int = setting(3, "checkpoints kept in the run folder")
+    tensorboard: bool = setting(True, "TensorBoard curves and sample grids in RUN/tensorboard "
+                                "(tensorboard --logdir RUN)")
     eval_every: int = setting(0, "steps between FID checks of G_ema (images; 0 = off); the best is kept "
                               "as checkpoints/best.safetensors")
     eval_n: int = setting(1000, "samples per FID check")
@@ -87,7 +89,8 @@ FIELDS: dict[str, type] = typing.get_type_hints(TrainConfig)
 HELP: dict[str, str] = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
 # Fields a resumed run may change; the rest define the run and must stay as they were.
 RESUMABLE = frozenset({"steps", "device", "log_every", "sample_every", "checkpoint_every", "keep",
-                       "eval_every", "eval_n", "nan_patience", "precision", "channels_last", "compile", "tf32"})
+                       "eval_every", "eval_n", "nan_patience", "precision", "channels_last", "compile", "tf32",
+                       "tensorboard"})
 
 
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ganforge import checkpoint
+from ganforge import checkpoint, provenance
 from ganforge.checkpoint import atomic_write, unprefixed
 from ganforge.data.dataset import to_uint8
 from ganforge.errors import UserError
@@ -49,6 +49,13 @@ class LoadedGenerator:
     step: int
     path: Path       # the checkpoint it came from
     device: torch.device
+    sha256: str      # of G's weights: the `model_sha256` in the provenance of every image it makes
+
+    def provenance(self, what: str = "generated", class_: int | None = None, **fields) -> dict:
+        """The record written into an image this generator made (see ganforge.provenance):
+        this model's hash and step, plus the given fields (seed or seeds, truncation, ...)."""
+        return provenance.record(what, model_sha256=self.sha256, arch=self.model["arch"], step=self.step,
+                                 **{"class": class_}, **fields)
 
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, truncation: float = 1.0, class_: int | None = None,
@@ -122,12 +129,15 @@ def load_generator(run_or_checkpoint: str | Path, device: str = "auto") -> Loade
     G.load_state_dict(unprefixed("G_ema", tensors))
     G.to(dev).eval().requires_grad_(False)
     return LoadedGenerator(G, FAMILIES[record["model"]["arch"]].kind, record["config"],
-                           record["model"], record["step"], path, dev)
+                           record["model"], record["step"], path, dev, provenance.model_sha256(G))
 
 
-def write_samples(samples: torch.Tensor, kind: str, out: str | Path, names: list[str] | None = None) -> list[Path]:
+def write_samples(samples: torch.Tensor, kind: str, out: str | Path, names: list[str] | None = None,
+                  meta: dict | list[dict] | None = None) -> list[Path]:
     """`.png`: a grid (scatter plot for vectors; one image is written as it is); `.npy`: the raw
-    array; otherwise a folder with one PNG per image, named `names` or by index. Returns the files."""
+    array; otherwise a folder with one PNG per image, named `names` or by index. Each PNG carries
+    its provenance `meta`: one record, or one per image. Returns the files."""
+    per_image = meta if isinstance(meta, list) else [meta] * len(samples)
     out = Path(out)
     if out.suffix.lower() == ".npy":
         buf = io.BytesIO()
@@ -139,7 +149,7 @@ def write_samples(samples: torch.Tensor, kind: str, out: str | Path, names: list
             picture = to_pil(to_uint8(samples)[0]) if len(samples) == 1 else image_grid(samples)
         else:
             picture = scatter(samples, title=f"{len(samples)} samples")
-        save_png(picture, out)
+        save_png(picture, out, per_image[0] if len(samples) == 1 else _merged(per_image))
         return [out]
     if out.suffix:
         raise UserError(f"--out {out}: end it in .png (a grid), .npy (raw array) or name a folder")
@@ -149,30 +159,42 @@ def write_samples(samples: torch.Tensor, kind: str, out: str | Path, names: list
     files = []
     for i, img in enumerate(to_uint8(samples)):
         files.append(out / (names[i] if names else f"{i:06d}.png"))
-        save_png(to_pil(img), files[-1])
+        save_png(to_pil(img), files[-1], per_image[i])
     return files
 
 
-def write_animation(frames: torch.Tensor, out: str | Path, fps: float, scale: int = 4) -> None:
-    """Image frames (N, C, H, W) in [-1, 1] as a looping GIF, an MP4 (with PyAV) or a grid PNG."""
+def _merged(metas: list[dict | None]) -> dict | None:
+    """One record for a grid: the fields all images share, and the seeds in grid order."""
+    if metas[0] is None:
+        return None
+    shared = {k: v for k, v in metas[0].items() if all(m.get(k) == v for m in metas)}
+    seeds = [m["seed"] for m in metas if "seed" in m]
+    return {**shared, "seeds": seeds} if len(seeds) == len(metas) > 1 else shared
+
+
+def write_animation(frames: torch.Tensor, out: str | Path, fps: float, scale: int = 4, meta: dict | None = None) -> None:
+    """Image frames (N, C, H, W) in [-1, 1] as a looping GIF, an MP4 (with PyAV) or a grid PNG,
+    with the provenance `meta` (a PNG chunk, the GIF comment, the MP4 comment tag)."""
     out = Path(out)
     suffix = out.suffix.lower()
+    meta = meta or provenance.record("image")
     if suffix == ".png":
-        save_png(image_grid(frames, nrow=int(len(frames) ** 0.5 + 0.999)), out)
+        save_png(image_grid(frames, nrow=int(len(frames) ** 0.5 + 0.999)), out, meta)
         return
     pictures = [to_pil(img).resize((img.shape[-1] * scale, img.shape[-2] * scale), Image.Resampling.NEAREST)
                 for img in to_uint8(frames)]
     if suffix == ".gif":
         buf = io.BytesIO()
-        pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:], duration=1000 / fps, loop=0)
+        pictures[0].save(buf, format="GIF", save_all=True, append_images=pictures[1:], duration=1000 / fps, loop=0,
+                         comment=provenance.comment(meta))
         atomic_write(out, buf.getvalue())
     elif suffix == ".mp4":
-        _write_mp4(pictures, out, fps)
+        _write_mp4(pictures, out, fps, meta)
     else:
         raise UserError(f"--out {out}: end it in .gif, .mp4 or .png (a grid of the frames)")
 
 
-def _write_mp4(pictures: list[Image.Image], out: Path, fps: float) -> None:
+def _write_mp4(pictures: list[Image.Image], out: Path, fps: float, meta: dict) -> None:
     """Frames as an H.264 (or, where PyAV's FFmpeg lacks it, MPEG-4) video, written atomically."""
     try:
         import av
@@ -182,6 +204,7 @@ def _write_mp4(pictures: list[Image.Image], out: Path, fps: float) -> None:
 
     def write(f) -> None:
         with av.open(f, mode="w", format="mp4") as container:
+            container.metadata["comment"] = provenance.comment(meta)
             codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
             stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
             stream.width, stream.height, stream.pix_fmt = pictures[0].width, pictures[0].height, "yuv420p"

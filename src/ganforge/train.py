@@ -18,16 +18,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganforge import __version__, checkpoint, dist
+from ganforge import __version__, checkpoint, dist, provenance
 from ganforge import state as state_io
 from ganforge.checkpoint import atomic_write
 from ganforge.config import TrainConfig, resolve
 from ganforge.data import Dataset, load_source, to_model_space
 from ganforge.ema import ema_beta, refresh_batchnorm, update_ema
 from ganforge.errors import UserError
+from ganforge.logs import RunLog, is_terminal
 from ganforge.losses import G_LOSSES, d_loss, r1_penalty
 from ganforge.models import FAMILIES, default_family
 from ganforge.runs import (
@@ -161,10 +163,12 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
     judge = _fid_judge(cfg, data, device) if cfg.eval_every and data.kind == "image" and ranks.main else None
     sums = torch.zeros(5, device=device)     # loss_D, loss_G, D(x), D(G(z)), steps: finite steps since the last log
     tick, tick_nimg, waited = time.perf_counter(), state.nimg, 0.0
-    bar = tqdm(total=cfg.steps, initial=state.step, unit="step", disable=not (run.progress and ranks.main) or None,
+    # A bar on a terminal; otherwise (a log file, a batch job) a summary line per log interval.
+    bar = tqdm(total=cfg.steps, initial=state.step, unit="step", disable=not (run.progress and ranks.main and is_terminal()),
                dynamic_ncols=True, file=sys.stderr)
-
-    with (run.run_dir / "log.jsonl").open("a") if ranks.main else open(os.devnull, "w") as log_file:
+    logs = RunLog(run.run_dir, state.step, cfg.steps, ranks.main, cfg.tensorboard,
+                  summary_lines=run.progress and not is_terminal())
+    try:
         while state.step < cfg.steps:
             scale = state.lr_scale * (_decay(state.step, cfg.steps, cfg.lr_decay_start)
                                       if cfg.lr_decay == "linear" else 1.0)
@@ -234,12 +238,9 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
                 entry = dict(step=state.step, nimg=state.nimg, loss_D=means[0], loss_G=means[1],
                              D_real=means[2], D_fake=means[3], img_per_s=(state.nimg - tick_nimg) / (now - tick),
                              data_share=waited / (now - tick), skipped=state.skipped, time=time.time())
-                log_file.write(json.dumps(entry) + "\n")
-                log_file.flush()
+                logs.scalars(entry)
                 bar.set_postfix(loss_D=f"{means[0]:.3f}", loss_G=f"{means[1]:.3f}",
                                 img_s=f"{entry['img_per_s']:.0f}", refresh=False)
-                if bar.disable and run.progress and ranks.main:
-                    print(" ".join(f"{k}={v:.4g}" for k, v in entry.items() if k != "time"), flush=True)
                 sums.zero_()
                 tick, tick_nimg, waited = now, state.nimg, 0.0
             sample_now = state.step % cfg.sample_every == 0 or last
@@ -249,16 +250,18 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
                 refresh_batchnorm(G_ema, cfg.z_dim)  # once for all: it depends only on G_ema's weights
             if eval_now and judge is not None:
                 fid = judge(G_ema)
-                log_file.write(json.dumps(dict(step=state.step, nimg=state.nimg, fid=fid)) + "\n")
-                log_file.flush()
+                logs.fid(state.step, state.nimg, fid)
                 if state.best_fid is None or fid < state.best_fid:
                     state.best_fid = fid
                     _save_checkpoint(state, cfg, run, best=True)
             if sample_now and ranks.main:
-                _save_samples(G_ema, fixed_z, data, run.run_dir / "samples" / f"step-{state.step:07d}.png")
+                _save_samples(G_ema, fixed_z, data, run.run_dir / "samples" / f"step-{state.step:07d}.png",
+                              state, cfg, logs)
             if save_now:
                 _save_checkpoint(state, cfg, run)
-    bar.close()
+    finally:
+        logs.close()
+        bar.close()
     if ranks.main:
         _save_compare(G_ema, fixed_z, data, run.run_dir / "compare.png", cfg.seed)
 
@@ -276,10 +279,15 @@ def _update(loss: torch.Tensor, module: torch.nn.Module, optimizer: torch.optim.
 
 
 @torch.no_grad()
-def _save_samples(G_ema, z: torch.Tensor, data: Dataset, path: Path) -> None:
+def _save_samples(G_ema, z: torch.Tensor, data: Dataset, path: Path, state: State, cfg: TrainConfig,
+                  logs: RunLog) -> None:
+    """G_ema on the fixed z: a PNG in samples/ (with its provenance) and a TensorBoard image."""
     fake = G_ema(z).float().cpu()
     title = f"{path.stem}: {len(fake)} samples"
-    save_png(image_grid(fake) if data.kind == "image" else scatter(fake, data.data[:SCATTER_SIZE], title), path)
+    picture = image_grid(fake) if data.kind == "image" else scatter(fake, data.data[:SCATTER_SIZE], title)
+    save_png(picture, path, provenance.record("training samples", model_sha256=provenance.model_sha256(G_ema),
+                                              step=state.step, seed=cfg.seed))
+    logs.samples(state.step, torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1))
 
 
 @torch.no_grad()
@@ -289,9 +297,11 @@ def _save_compare(G_ema, z: torch.Tensor, data: Dataset, path: Path, seed: int) 
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:len(fake)]
     real = data.data[pick]
     if data.kind == "image":
-        save_png(side_by_side(image_grid(real), image_grid(fake)), path)
+        picture = side_by_side(image_grid(real), image_grid(fake))
     else:
-        save_png(scatter(fake, real, f"{len(fake)} generated over {len(real)} real points"), path)
+        picture = scatter(fake, real, f"{len(fake)} generated over {len(real)} real points")
+    save_png(picture, path, provenance.record("real beside generated", model_sha256=provenance.model_sha256(G_ema),
+                                              seed=seed))
 
 
 def _decay(step: int, steps: int, start: float) -> float:

@@ -11,6 +11,7 @@ from torchvision.utils import make_grid
 
 from ganforge.checkpoint import atomic_write
 from ganforge.data.dataset import to_uint8
+from ganforge.provenance import png_bytes
 
 
 def image_grid(img: torch.Tensor, nrow: int | None = None) -> Image.Image:
@@ -27,10 +28,9 @@ def to_pil(img: torch.Tensor) -> Image.Image:
     return Image.fromarray(img.cpu().permute(1, 2, 0).squeeze(-1).numpy())
 
 
-def save_png(picture: Image.Image, path: str | Path) -> None:
-    buf = io.BytesIO()
-    picture.save(buf, format="PNG")
-    atomic_write(Path(path), buf.getvalue())
+def save_png(picture: Image.Image, path: str | Path, meta: dict | None = None) -> None:
+    """Write a PNG atomically, with its provenance record (see ganforge.provenance)."""
+    atomic_write(Path(path), png_bytes(picture, meta))
 
 
 def scatter(fake: torch.Tensor, real: torch.Tensor | None = None, title: str = "") -> Image.Image:

@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--json", action="store_true", help="print the records as JSON")
     prov.add_argument("--device", default="auto")
 
+    web = sub.add_parser("serve", help="a local web page: sample by seed and class, walk the latent space, repair images",
+                         description="Serve a web page for a run's EMA generator (newest checkpoint) until Ctrl-C.")
+    web.add_argument("run", metavar="RUN", help="a run folder or checkpoint")
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    web.add_argument("--port", type=int, default=8000, help="port; 0 takes any free one (default 8000)")
+    web.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+
     sub.add_parser("datasets", help="list the built-in data sources")
     return parser
 
@@ -299,6 +306,13 @@ def _provenance(args) -> int:
     return 1 if failed else 0
 
 
+def _serve(args) -> int:
+    from ganforge.serve import serve
+
+    serve(args.run, args.host, args.port, args.device)
+    return 0
+
+
 def _datasets(args) -> int:
     from ganforge.data import list_sources
 
@@ -309,4 +323,4 @@ def _datasets(args) -> int:
 
 COMMANDS = {"train": _train, "sample": _sample, "interpolate": _interpolate, "repair": _invert_or_repair,
             "invert": _invert_or_repair, "eval": _eval, "prepare": _prepare, "datasets": _datasets,
-            "provenance": _provenance}
+            "provenance": _provenance, "serve": _serve}

@@ -123,6 +123,8 @@ def test_repair_and_invert_from_the_cli(run, tmp_path, capsys):
     assert np.load(tmp_path / "z.npy").shape == (100,)
     for argv, message in ((["repair", str(run), *common, "--out", "x.png"], "--mask MASK.png or --mask-box"),
                           (["repair", str(run), *common, "--mask-box", "1,2", "--out", "x.png"], "write X,Y,W,H"),
+                          (["repair", str(run), *common, "--mask-box", "0,4,16,-3", "--out", "x.png"], "W and H >= 1"),
+                          (["repair", str(run), *common, "--mask-box", "0,-9,16,3", "--out", "x.png"], "marks no pixel"),
                           (["repair", str(run), "--image", str(tmp_path / "nope.png"), "--denoise", "--out", "x.png"],
                            "cannot read")):
         assert main(argv) == 2
@@ -137,6 +139,9 @@ def test_a_conditional_run_samples_the_class_asked_for(tmp_path, capsys):
     assert gen.G.num_classes == 10
     three = gen.sample(4, seed=0, class_=3)
     assert three.shape == (4, 1, 16, 16) and not torch.equal(three, gen.sample(4, seed=0, class_=4))
+    # Without a class, seed s is drawn from class s mod 10, alone or in any batch.
+    assert torch.equal(gen.sample_seeds([13]), gen.sample_seeds([5, 13])[1:])
+    assert torch.equal(gen.sample_seeds([13]), gen.sample_seeds([13], class_=3))
     assert main(["sample", str(tmp_path / "c"), "--class", "3", "--seeds", "0-1", "--out", str(tmp_path / "s")]) == 0
     assert main(["sample", str(tmp_path / "c"), "--class", "10", "--out", str(tmp_path / "x.png")]) == 2
     assert "classes 0 to 9" in capsys.readouterr().err

@@ -114,7 +114,7 @@ def verify(path: str | Path, meta: dict, gen) -> str:
     if meta.get("model_sha256") != gen.sha256:
         raise UserError(f"{path} was not made by {gen.path}: its model hash {meta.get('model_sha256', 'is missing')}, "
                         f"the model's is {gen.sha256}")
-    if meta.get("what") != "generated" or "seed" not in meta or "n" in meta:
+    if gen.kind != "image" or meta.get("what") != "generated" or "seed" not in meta or "n" in meta:
         return "made by this model (model hash matches)"
     redrawn = to_uint8(gen.sample_seeds([meta["seed"]], meta.get("truncation", 1.0), meta.get("class")))[0]
     with Image.open(path) as img:

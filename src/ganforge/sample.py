@@ -65,22 +65,25 @@ class LoadedGenerator:
         return self.generate(latents(n, self.G.z_dim, seed) * _truncation(truncation), class_, batch_size)
 
     def sample_seeds(self, seeds: list[int], truncation: float = 1.0, class_: int | None = None) -> torch.Tensor:
-        """One sample per seed, each from its own z: seed s gives the same image in any batch."""
+        """One sample per seed, each from its own z: seed s gives the same image in any batch.
+        A class-conditional generator without `class_` draws seed s from class s mod K."""
         z = torch.cat([latents(1, self.G.z_dim, s) for s in seeds]) * _truncation(truncation)
-        return self.generate(z, class_)
+        classes = getattr(self.G, "num_classes", 0)
+        return self.generate(z, torch.tensor(seeds) % classes if class_ is None and classes else class_)
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, class_: int | None = None, batch_size: int = 256) -> torch.Tensor:
-        """G_ema of given latents (N, z_dim), on the CPU."""
+    def generate(self, z: torch.Tensor, class_: int | torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
+        """G_ema of given latents (N, z_dim), on the CPU; `class_`: one class for all, or one per latent (N,)."""
         classes = getattr(self.G, "num_classes", 0)
         if class_ is not None and not classes:
             raise UserError(f"{self.path} is not class-conditional: leave out the class")
-        if class_ is not None and not 0 <= class_ < classes:
+        c = None if class_ is None else torch.as_tensor(class_).expand(len(z))
+        if c is not None and not (0 <= c.min() and c.max() < classes):
             raise UserError(f"class {class_} does not exist: this generator has classes 0 to {classes - 1}")
         out = []
-        for chunk in z.split(batch_size):
-            c = () if class_ is None else (torch.full((len(chunk),), class_, device=self.device),)
-            out.append(self.G(chunk.to(self.device), *c).float().cpu())
+        for start in range(0, len(z), batch_size):
+            chunk = z[start:start + batch_size].to(self.device)
+            out.append(self.G(chunk, *(() if c is None else (c[start:start + batch_size].to(self.device),))).float().cpu())
         return torch.cat(out)
 
     def interpolate(self, seeds: list[int], frames: int = 24, loop: bool = True) -> torch.Tensor:
@@ -235,10 +238,13 @@ def read_mask(path: str | Path | None, box: str | None, gen: LoadedGenerator) ->
     if box is not None:
         try:
             x, y, w, h = (int(v) for v in box.split(","))
+            if w < 1 or h < 1:
+                raise ValueError
         except ValueError:
-            raise UserError(f"--mask-box '{box}': write X,Y,W,H in pixels of the {r}x{r} model, e.g. 0,0,{r},{r // 2}") from None
+            raise UserError(f"--mask-box '{box}': write X,Y,W,H in pixels of the {r}x{r} model, with W and H >= 1, "
+                            f"e.g. 0,0,{r},{r // 2}") from None
         fill = torch.zeros(1, r, r, dtype=torch.bool)
-        fill[:, max(0, y):y + h, max(0, x):x + w] = True
+        fill[:, max(0, y):max(0, y + h), max(0, x):max(0, x + w)] = True
     else:
         try:
             with Image.open(path) as img:

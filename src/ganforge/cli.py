@@ -130,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--port", type=int, default=8000, help="port; 0 takes any free one (default 8000)")
     web.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
 
+    rep = sub.add_parser("report", help="a run's report: curves, samples over time, evaluation, config (HTML and PNG)",
+                         description="Write report.html (one self-contained page) and report.png (one picture) "
+                         "for a run folder: training curves, sample grids over time, real beside generated, "
+                         "eval.json's numbers and the config.")
+    rep.add_argument("run", metavar="RUN", help="a run folder")
+    rep.add_argument("--out", metavar="DIR", help="where report.html and report.png go (default: the run folder)")
+
     sub.add_parser("datasets", help="list the built-in data sources")
     return parser
 
@@ -313,6 +320,13 @@ def _serve(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from ganforge.report import write_report
+
+    print("wrote " + ", ".join(map(str, write_report(args.run, args.out))))
+    return 0
+
+
 def _datasets(args) -> int:
     from ganforge.data import list_sources
 
@@ -323,4 +337,4 @@ def _datasets(args) -> int:
 
 COMMANDS = {"train": _train, "sample": _sample, "interpolate": _interpolate, "repair": _invert_or_repair,
             "invert": _invert_or_repair, "eval": _eval, "prepare": _prepare, "datasets": _datasets,
-            "provenance": _provenance, "serve": _serve}
+            "provenance": _provenance, "serve": _serve, "report": _report}

@@ -1,6 +1,7 @@
 """Fault injection with real processes and real files: kill -9 then resume, a flipped byte, a write
 that fails, a NaN loss, a malicious pickle. Each must end in the run's exact weights or in one clear
 line, never in lost work."""
+import dataclasses
 import json
 import pickle
 import random
@@ -123,14 +124,14 @@ def test_a_failed_write_leaves_the_last_checkpoint_intact(two_checkpoints, tmp_p
 
 def _nan_on_calls(monkeypatch, bad_calls):
     """Make D's loss NaN on the given calls (one call per step)."""
-    calls, d_loss = [], train.d_loss
+    calls, loss = [], train.LOSSES["nonsaturating"]
 
     def nan_d_loss(real_logits, fake_logits):
         calls.append(1)
-        loss = d_loss(real_logits, fake_logits)
-        return loss * float("nan") if len(calls) in bad_calls else loss
+        value = loss.d(real_logits, fake_logits)
+        return value * float("nan") if len(calls) in bad_calls else value
 
-    monkeypatch.setattr(train, "d_loss", nan_d_loss)
+    monkeypatch.setitem(train.LOSSES, "nonsaturating", dataclasses.replace(loss, d=nan_d_loss))
 
 
 def test_nan_losses_are_skipped_then_rolled_back_and_training_recovers(tmp_path, monkeypatch):

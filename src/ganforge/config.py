@@ -11,7 +11,7 @@ import typing
 from dataclasses import dataclass
 
 from ganforge.errors import UserError
-from ganforge.losses import G_LOSSES
+from ganforge.losses import LOSSES
 
 
 def setting(default, text: str):
@@ -26,7 +26,7 @@ class TrainConfig:
     resolution: int = setting(32, "image side in pixels (images only)")
     channels: int | None = setting(None, "1 or 3; None: from the data")
     arch: str | None = setting(None, "model family; None: chosen from the data")
-    loss: str = setting("nonsaturating", "G's loss: nonsaturating | minimax")
+    loss: str = setting("nonsaturating", "nonsaturating | minimax | hinge | wgan | lsgan | rpgan (ganforge.losses)")
     z_dim: int = setting(100, "latent size")
     g_width: int = setting(64, "DCGAN: ngf; MLP: hidden units")
     d_width: int = setting(64, "DCGAN: ndf; MLP: hidden units")
@@ -40,7 +40,9 @@ class TrainConfig:
     lr_decay: str = setting("none", "none | linear (to 0 at the last step)")
     lr_decay_start: float = setting(0.0, "share of the steps after which the linear decay begins")
     r1_gamma: float = setting(0.0, "weight of the R1 penalty on D's gradient at real data; 0 = off")
-    r1_every: int = setting(1, "apply R1 every N steps, weighted by N (lazy regularisation)")
+    r1_every: int = setting(1, "apply R1 and R2 every N steps, weighted by N (lazy regularisation)")
+    r2_gamma: float = setting(0.0, "weight of the R2 penalty on D's gradient at generated data; 0 = off")
+    gp_lambda: float = setting(0.0, "weight of WGAN-GP's gradient penalty (10 with loss=wgan); 0 = off")
     conditional: bool = setting(False, "class-conditional G and D (DCGAN, labelled data); sample with --class K")
     ema_kimg: float = setting(10.0, "half-life of G_ema's weights, in thousands of images")
     ema_rampup: float = setting(0.05, "early on, the half-life is at most this share of images seen")
@@ -163,8 +165,10 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"r1_gamma must be >= 0 (0 turns R1 off), got {cfg.r1_gamma}")
     if cfg.ema_kimg < 0 or cfg.ema_rampup < 0:
         raise UserError("ema_kimg and ema_rampup must be >= 0 (ema_kimg=0 turns the average off)")
-    if cfg.loss not in G_LOSSES:
-        raise UserError(f"loss must be one of {', '.join(G_LOSSES)}, got '{cfg.loss}'")
+    if cfg.loss not in LOSSES:
+        raise UserError(f"loss must be one of {', '.join(LOSSES)}, got '{cfg.loss}'")
+    if cfg.r2_gamma < 0 or cfg.gp_lambda < 0:
+        raise UserError("r2_gamma and gp_lambda must be >= 0 (0 turns them off)")
     if cfg.arch not in FAMILIES:
         raise UserError(f"arch must be one of {', '.join(FAMILIES)}, got '{cfg.arch}'")
     if cfg.precision not in DTYPES:

@@ -30,7 +30,7 @@ from ganforge.data import Dataset, load_source, to_model_space
 from ganforge.ema import ema_beta, refresh_batchnorm, update_ema
 from ganforge.errors import UserError
 from ganforge.logs import RunLog, is_terminal
-from ganforge.losses import G_LOSSES, d_loss, r1_penalty
+from ganforge.losses import LOSSES, gradient_penalty, r1_penalty
 from ganforge.models import FAMILIES, default_family
 from ganforge.runs import (
     existing_run,
@@ -154,7 +154,7 @@ def _new_state(cfg: TrainConfig, run: Run, n: int) -> State:
 def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
     G, D, G_ema, opt_G, opt_D = state.G, state.D, state.G_ema, state.opt_G, state.opt_D
     rt, ranks, device = run.rt, run.ranks, run.device
-    g_loss = G_LOSSES[cfg.loss]
+    objective = LOSSES[cfg.loss]
     # The data set on the device, decoded; a memory-mapped one stays on disk and is read per batch.
     pool = data.data if data.info.get("memory_mapped") else data.data.to(device)
     labels = data.labels.to(device) if cfg.conditional else None
@@ -188,18 +188,28 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
             with rt.autocast():
                 fake = G(z, *fake_c)
 
-            # Lazy R1 (StyleGAN2): every r1_every steps, weighted by r1_every, for the same mean push.
-            regularise = cfg.r1_gamma > 0 and state.step % cfg.r1_every == 0
-            real.requires_grad_(regularise)
+            # Lazy R1 and R2 (StyleGAN2): every r1_every steps, weighted by r1_every, for the same mean push.
+            lazy = state.step % cfg.r1_every == 0
+            r1, r2 = lazy and cfg.r1_gamma > 0, lazy and cfg.r2_gamma > 0
+            fake_in = fake.detach().requires_grad_(r2)
+            real.requires_grad_(r1)
             with rt.autocast():
-                real_logits = (eager(D) if regularise else D)(real, *real_c).float()
-                fake_logits = D(fake.detach(), *fake_c).float()
-                loss_D = d_loss(real_logits, fake_logits)
+                real_logits = (eager(D) if r1 else D)(real, *real_c).float()
+                fake_logits = (eager(D) if r2 else D)(fake_in, *fake_c).float()
+                loss_D = objective.d(real_logits, fake_logits)
                 penalty = torch.zeros((), device=device)
-                if regularise:
-                    # The MLP's D standardises its input: R1 is measured per unit of the data's std.
-                    gamma = cfg.r1_gamma * cfg.r1_every
-                    penalty = gamma / 2 * r1_penalty(real, real_logits, getattr(D, "std", 1.0), rt.grad_scale())
+                # The MLP's D standardises its input: R1 and R2 are measured per unit of the data's std.
+                std = getattr(D, "std", 1.0)
+                if r1:
+                    penalty = penalty + cfg.r1_gamma * cfg.r1_every / 2 * r1_penalty(real, real_logits, std, rt.grad_scale())
+                if r2:
+                    penalty = penalty + cfg.r2_gamma * cfg.r1_every / 2 * r1_penalty(fake_in, fake_logits, std, rt.grad_scale())
+                if cfg.gp_lambda > 0:
+                    # WGAN-GP: the penalty at random points between each real and its paired fake.
+                    u = torch.rand((len(real),) + (1,) * (real.dim() - 1), generator=state.z_generator).to(device)
+                    mixed = torch.lerp(real.detach(), fake.detach(), u).requires_grad_(True)
+                    penalty = penalty + cfg.gp_lambda * gradient_penalty(mixed, eager(D)(mixed, *real_c).float(),
+                                                                         rt.grad_scale())
             opt_D.zero_grad(set_to_none=True)
             rt.backward(loss_D + penalty)
             # Under fp16 an overflowed penalty is the scaler's to skip; only the loss itself is judged.
@@ -207,7 +217,8 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
 
             D.requires_grad_(False)  # G's update needs gradients through D, not for D's weights
             with rt.autocast():
-                loss_G = g_loss(D(fake, *fake_c).float())
+                # RpGAN's G pairs each fake with a real: their logits from D's pass above, as constants.
+                loss_G = objective.g(D(fake, *fake_c).float(), real_logits.detach())
             opt_G.zero_grad(set_to_none=True)
             rt.backward(loss_G)
             finite_G = _update(loss_G, G, opt_G, run)

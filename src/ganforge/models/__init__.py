@@ -26,7 +26,8 @@ def _dcgan_args(cfg, data) -> tuple[dict, dict]:
     channels, resolution = data.sample_shape[0], data.sample_shape[1]
     classes = {"num_classes": len(data.class_names)} if cfg.conditional else {}
     return (dict(z_dim=cfg.z_dim, resolution=resolution, channels=channels, width=cfg.g_width, **classes),
-            dict(resolution=resolution, channels=channels, width=cfg.d_width, **classes))
+            dict(resolution=resolution, channels=channels, width=cfg.d_width, **classes,
+                 **({"spectral_norm": True} if cfg.spectral_norm else {})))
 
 
 def _mlp_args(cfg, data) -> tuple[dict, dict]:

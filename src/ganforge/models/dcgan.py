@@ -78,9 +78,14 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """img (B, channels, resolution, resolution) [, c (B,)] -> logits (B,). No sigmoid: losses take logits."""
+    """img (B, channels, resolution, resolution) [, c (B,)] -> logits (B,). No sigmoid: losses take logits.
 
-    def __init__(self, resolution: int = 32, channels: int = 1, width: int = 64, num_classes: int = 0):
+    With `spectral_norm`, every layer's weight is divided by its largest singular value (Miyato et
+    al., "Spectral Normalization for GANs", ICLR 2018: one power iteration per forward pass, its
+    vectors kept as buffers, so they are checkpointed) and D has no batch norm, as in SNGAN."""
+
+    def __init__(self, resolution: int = 32, channels: int = 1, width: int = 64, num_classes: int = 0,
+                 spectral_norm: bool = False):
         super().__init__()
         n_down = _check_resolution(resolution)
         r = resolution // 2
@@ -89,7 +94,8 @@ class Discriminator(nn.Module):
         for _ in range(n_down - 1):
             r //= 2
             c_out = _channels(resolution, r, width)
-            layers += [nn.Conv2d(c, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2, True)]
+            norm = nn.Identity() if spectral_norm else nn.BatchNorm2d(c_out)
+            layers += [nn.Conv2d(c, c_out, 4, 2, 1, bias=False), norm, nn.LeakyReLU(0.2, True)]
             c = c_out
         layers += [nn.Conv2d(c, 1, 4, 1, 0, bias=False)]  # 4x4 -> 1x1
         self.net = nn.Sequential(*layers)
@@ -98,6 +104,10 @@ class Discriminator(nn.Module):
         init_weights(self)
         if self.embed is not None:
             nn.init.zeros_(self.embed.weight)  # starts as the unconditional D
+        if spectral_norm:
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Embedding)):
+                    nn.utils.parametrizations.spectral_norm(m)
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is None:

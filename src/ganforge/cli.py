@@ -137,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run", metavar="RUN", help="a run folder")
     rep.add_argument("--out", metavar="DIR", help="where report.html and report.png go (default: the run folder)")
 
+    exp = sub.add_parser("export", help="write a trained generator as a folder to publish (Hugging Face style) or ONNX",
+                         description="Write a run's EMA generator to DIR: model.safetensors (G_ema's weights), "
+                         "config.json, README.md (a model card with the run's eval.json numbers) and samples.png. "
+                         "--format onnx adds generator.onnx, checked against PyTorch with onnxruntime. "
+                         "ganforge.load(DIR) and every command that takes a RUN read DIR.")
+    exp.add_argument("run", metavar="RUN", help="a run folder (newest checkpoint), a checkpoint or an exported folder")
+    exp.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder; a previous export there is replaced")
+    exp.add_argument("--format", choices=("hf", "onnx"), default="hf",
+                     help="hf: the folder; onnx: the folder and generator.onnx (needs pip install 'ganforge[onnx]') (default hf)")
+    exp.add_argument("--device", default="auto", help="where samples.png is drawn: auto, cpu, cuda, cuda:N or mps (default auto)")
+
     sub.add_parser("datasets", help="list the built-in data sources")
     return parser
 
@@ -196,7 +207,9 @@ def _eval(args) -> int:
     report = evaluate(fake, args.real, metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
                       extractor=args.extractor, n=args.n, seed=args.seed, weights=args.weights,
                       device=pick_device(args.device), cache_dir=cache)
-    run_dir = Path(report["fake"]["path"]).parent.parent if report["fake"]["kind"] == "generator" else Path(".")
+    # a run or exported folder keeps its own report; a checkpoint's goes to its run folder
+    run_dir = Path(".") if report["fake"]["kind"] != "generator" else (
+        Path(fake) if Path(fake).is_dir() else Path(report["fake"]["path"]).parent.parent)
     written = write_report(report, Path(args.out) if args.out else run_dir)
     if args.json:
         print(json.dumps(numbers(report), indent=2))
@@ -327,6 +340,14 @@ def _report(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from ganforge.export import export
+
+    out = export(args.run, args.out, args.format, args.device)
+    print(f"wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    return 0
+
+
 def _datasets(args) -> int:
     from ganforge.data import list_sources
 
@@ -337,4 +358,4 @@ def _datasets(args) -> int:
 
 COMMANDS = {"train": _train, "sample": _sample, "interpolate": _interpolate, "repair": _invert_or_repair,
             "invert": _invert_or_repair, "eval": _eval, "prepare": _prepare, "datasets": _datasets,
-            "provenance": _provenance, "serve": _serve, "report": _report}
+            "provenance": _provenance, "serve": _serve, "report": _report, "export": _export}

@@ -126,10 +126,16 @@ def _truncation(psi: float) -> float:
 
 
 def load_generator(run_or_checkpoint: str | Path, device: str = "auto") -> LoadedGenerator:
-    path, tensors, record = checkpoint.load_newest(run_or_checkpoint)
+    """G_ema of a run folder (newest checkpoint), a checkpoint, or a folder written by `ganforge export`."""
+    from ganforge import export  # it imports this module
+
+    if export.is_export(run_or_checkpoint):
+        path, G, record = export.read(run_or_checkpoint)  # checks the weights against config.json
+    else:
+        path, tensors, record = checkpoint.load_newest(run_or_checkpoint)
+        G = build_generator(record["model"])
+        G.load_state_dict(unprefixed("G_ema", tensors))
     dev = pick_device(device)
-    G = build_generator(record["model"])
-    G.load_state_dict(unprefixed("G_ema", tensors))
     G.to(dev).eval().requires_grad_(False)
     return LoadedGenerator(G, FAMILIES[record["model"]["arch"]].kind, record["config"],
                            record["model"], record["step"], path, dev, provenance.model_sha256(G))

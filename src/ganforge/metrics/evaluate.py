@@ -99,8 +99,10 @@ def default_extractor(shape: tuple[int, ...]) -> str:
 
 
 def _is_run(spec) -> bool:
+    from ganforge.export import is_export
+
     path = Path(spec)
-    return path.suffix == ".safetensors" or (path.is_dir() and (path / "checkpoints").is_dir())
+    return path.suffix == ".safetensors" or (path.is_dir() and (path / "checkpoints").is_dir()) or is_export(path)
 
 
 def cached_features(img: torch.Tensor, extractor: Extractor, cache_dir: Path | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -128,11 +130,18 @@ def evaluate(fake, real=None, metrics=("fid", "kid", "pr", "dc"), extractor: str
         raise UserError(f"unknown metric '{unknown[0]}': choose from {', '.join(METRICS)}")
     fakes = load_images(fake, n, seed)
     fake_info = fakes.info
-    if real is None:
+    defaulted = real is None
+    if defaulted:
         if fake_info["kind"] != "generator":
             raise UserError("name the real images with --real when --fake is not a run")
         real = fake_info["data"]
-    reals = load_images(real, None, seed, resolution=fakes.shape[-1], channels=fakes.shape[0])
+    try:
+        reals = load_images(real, None, seed, resolution=fakes.shape[-1], channels=fakes.shape[0])
+    except UserError as err:
+        if not defaulted:
+            raise
+        raise UserError(f"the real side defaults to the training data, '{real}', which is not readable here "
+                        f"({err}): name the real images with --real") from None
     real_img, real_info = reals.make(slice(None)), reals.info   # a data set: a view of what is in memory
     if isinstance(extractor, str):
         extractor = get_extractor(default_extractor(fakes.shape) if extractor == "auto" else extractor, device, weights)

@@ -43,6 +43,8 @@ class TrainConfig:
     r1_every: int = setting(1, "apply R1 and R2 every N steps, weighted by N (lazy regularisation)")
     r2_gamma: float = setting(0.0, "weight of the R2 penalty on D's gradient at generated data; 0 = off")
     gp_lambda: float = setting(0.0, "weight of WGAN-GP's gradient penalty (10 with loss=wgan); 0 = off")
+    augment: str = setting("none", "images D sees: none | diffaug (DiffAugment: colour, translation, cutout, "
+                           "every image) | ada (the same, with a probability adapted to D's overfitting)")
     spectral_norm: bool = setting(False, "DCGAN: spectral normalisation of every layer of D (and no batch norm in D)")
     conditional: bool = setting(False, "class-conditional G and D (DCGAN, labelled data); sample with --class K")
     ema_kimg: float = setting(10.0, "half-life of G_ema's weights, in thousands of images")
@@ -168,6 +170,10 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("ema_kimg and ema_rampup must be >= 0 (ema_kimg=0 turns the average off)")
     if cfg.loss not in LOSSES:
         raise UserError(f"loss must be one of {', '.join(LOSSES)}, got '{cfg.loss}'")
+    if cfg.augment not in ("none", "diffaug", "ada"):
+        raise UserError(f"augment must be none, diffaug or ada, got '{cfg.augment}'")
+    if cfg.augment != "none" and cfg.arch != "dcgan":
+        raise UserError("augment is for images (the dcgan family): drop it for vector data")
     if cfg.spectral_norm and cfg.arch != "dcgan":
         raise UserError("spectral_norm=1 is for the dcgan family: drop it for vector data")
     if cfg.r2_gamma < 0 or cfg.gp_lambda < 0:

@@ -17,7 +17,7 @@ import torch
 from ganforge.errors import UserError
 
 TENSORBOARD_DIR = "tensorboard"
-CURVES = ("loss_D", "loss_G", "D_real", "D_fake", "img_per_s", "data_share", "skipped")
+CURVES = ("loss_D", "loss_G", "D_real", "D_fake", "img_per_s", "data_share", "skipped", "aug_p")
 
 
 class RunLog:

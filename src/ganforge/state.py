@@ -57,6 +57,9 @@ class State:
     skipped: int = 0                # steps skipped for a non-finite loss or gradient
     rollbacks: int = 0              # times the guard went back to the last good checkpoint
     bad_streak: int = 0             # consecutive skipped steps up to now
+    aug_p: float = 0.0              # augmentation probability (augment=ada adapts it)
+    ada_signs: float = 0.0          # sum of sign(D(x)) since ADA's last adjustment
+    ada_count: int = 0              # and the number of reals in it
 
 
 def new_state(cfg: TrainConfig, model: dict, device: torch.device, n: int) -> State:
@@ -73,7 +76,8 @@ def new_state(cfg: TrainConfig, model: dict, device: torch.device, n: int) -> St
                  torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=betas),
                  torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas),
                  z_generator=torch.Generator().manual_seed(cfg.seed + 1),
-                 order=BatchOrder(n, cfg.seed + 2))
+                 order=BatchOrder(n, cfg.seed + 2),
+                 aug_p=1.0 if cfg.augment == "diffaug" else 0.0)
 
 
 def non_finite(state: State) -> list[str]:
@@ -92,6 +96,7 @@ def save(state: State, cfg: TrainConfig, model: dict, path: Path) -> None:
     record = dict(step=state.step, nimg=state.nimg, config=cfg.to_dict(), model=model, version=__version__,
                   order_pos=state.order.pos, best_fid=state.best_fid, lr_scale=state.lr_scale,
                   skipped=state.skipped, rollbacks=state.rollbacks, bad_streak=state.bad_streak,
+                  aug_p=state.aug_p, ada_signs=state.ada_signs, ada_count=state.ada_count,
                   opt_G=flatten("opt_G", state.opt_G.state_dict(), tensors),
                   opt_D=flatten("opt_D", state.opt_D.state_dict(), tensors),
                   global_rng=_global_rng(tensors))
@@ -112,6 +117,8 @@ def restore(state: State, tensors: dict, record: dict) -> None:
     state.lr_scale = record.get("lr_scale", 1.0)
     state.skipped, state.rollbacks = record.get("skipped", 0), record.get("rollbacks", 0)
     state.bad_streak = record.get("bad_streak", 0)
+    state.aug_p = record.get("aug_p", state.aug_p)
+    state.ada_signs, state.ada_count = record.get("ada_signs", 0.0), record.get("ada_count", 0)
     if "global_rng" in record:
         _set_global_rng(tensors, record["global_rng"])
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ganforge import __version__, checkpoint, dist, provenance
 from ganforge import state as state_io
+from ganforge.augment import ADA_INTERVAL, adjust_p, diff_augment
 from ganforge.checkpoint import atomic_write
 from ganforge.config import TrainConfig, resolve
 from ganforge.data import Dataset, load_source, to_model_space
@@ -155,6 +156,9 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
     G, D, G_ema, opt_G, opt_D = state.G, state.D, state.G_ema, state.opt_G, state.opt_D
     rt, ranks, device = run.rt, run.ranks, run.device
     objective = LOSSES[cfg.loss]
+
+    def augment(img: torch.Tensor) -> torch.Tensor:  # what D sees of every image, real or fake
+        return diff_augment(img, state.aug_p, state.z_generator) if cfg.augment != "none" else img
     # The data set on the device, decoded; a memory-mapped one stays on disk and is read per batch.
     pool = data.data if data.info.get("memory_mapped") else data.data.to(device)
     labels = data.labels.to(device) if cfg.conditional else None
@@ -194,8 +198,8 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
             fake_in = fake.detach().requires_grad_(r2)
             real.requires_grad_(r1)
             with rt.autocast():
-                real_logits = (eager(D) if r1 else D)(real, *real_c).float()
-                fake_logits = (eager(D) if r2 else D)(fake_in, *fake_c).float()
+                real_logits = (eager(D) if r1 else D)(augment(real), *real_c).float()
+                fake_logits = (eager(D) if r2 else D)(augment(fake_in), *fake_c).float()
                 loss_D = objective.d(real_logits, fake_logits)
                 penalty = torch.zeros((), device=device)
                 # The MLP's D standardises its input: R1 and R2 are measured per unit of the data's std.
@@ -218,7 +222,7 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
             D.requires_grad_(False)  # G's update needs gradients through D, not for D's weights
             with rt.autocast():
                 # RpGAN's G pairs each fake with a real: their logits from D's pass above, as constants.
-                loss_G = objective.g(D(fake, *fake_c).float(), real_logits.detach())
+                loss_G = objective.g(D(augment(fake), *fake_c).float(), real_logits.detach())
             opt_G.zero_grad(set_to_none=True)
             rt.backward(loss_G)
             finite_G = _update(loss_G, G, opt_G, run)
@@ -226,6 +230,8 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
             rt.update()
 
             if finite_D and finite_G:
+                if cfg.augment == "ada":
+                    _adapt(state, real_logits, cfg.batch_size, ranks)
                 state.bad_streak = 0
                 with torch.no_grad():
                     sums += torch.stack([loss_D, loss_G, real_logits.sigmoid().mean(),
@@ -248,7 +254,8 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
                 means = (total[:4] / total[4].clamp(min=1)).tolist()
                 entry = dict(step=state.step, nimg=state.nimg, loss_D=means[0], loss_G=means[1],
                              D_real=means[2], D_fake=means[3], img_per_s=(state.nimg - tick_nimg) / (now - tick),
-                             data_share=waited / (now - tick), skipped=state.skipped, time=time.time())
+                             data_share=waited / (now - tick), skipped=state.skipped, aug_p=state.aug_p,
+                             time=time.time())
                 logs.scalars(entry)
                 bar.set_postfix(loss_D=f"{means[0]:.3f}", loss_G=f"{means[1]:.3f}",
                                 img_s=f"{entry['img_per_s']:.0f}", refresh=False)
@@ -313,6 +320,17 @@ def _save_compare(G_ema, z: torch.Tensor, data: Dataset, path: Path, seed: int) 
         picture = scatter(fake, real, f"{len(fake)} generated over {len(real)} real points")
     save_png(picture, path, provenance.record("real beside generated", model_sha256=provenance.model_sha256(G_ema),
                                               seed=seed))
+
+
+def _adapt(state: State, real_logits: torch.Tensor, batch_size: int, ranks: dist.Dist) -> None:
+    """ADA: gather sign(D(x)) over the reals, and every ADA_INTERVAL steps move the augmentation
+    probability towards E[sign(D(x))] = ADA_TARGET."""
+    signs = ranks.mean(real_logits.detach().sign().mean().reshape(1)).item()
+    state.ada_signs += signs * batch_size
+    state.ada_count += batch_size
+    if (state.step + 1) % ADA_INTERVAL == 0:
+        state.aug_p = adjust_p(state.aug_p, state.ada_signs / state.ada_count, state.ada_count)
+        state.ada_signs, state.ada_count = 0.0, 0
 
 
 def _decay(step: int, steps: int, start: float) -> float:

@@ -17,7 +17,7 @@ TRAIN_FLAGS = {
     "seed": "random seed; the same seed and settings give the same weights on CPU (default 0)",
     "batch_size": "images (or points) per step (default 32 for images, 512 for vectors)",
     "resolution": "image side in pixels, a power of two from 16 to 256 (default 32)",
-    "arch": "model family: dcgan (images) or mlp (vectors); default: chosen from the data",
+    "arch": "model family: dcgan or resnet (images), mlp (vectors); default: chosen from the data",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default auto)",
     "eval_every": "steps between FID checks of G_ema, logged; the best checkpoint is kept (default 0 = off)",
 }

@@ -28,8 +28,8 @@ class TrainConfig:
     arch: str | None = setting(None, "model family; None: chosen from the data")
     loss: str = setting("nonsaturating", "nonsaturating | minimax | hinge | wgan | lsgan | rpgan (ganforge.losses)")
     z_dim: int = setting(100, "latent size")
-    g_width: int = setting(64, "DCGAN: ngf; MLP: hidden units")
-    d_width: int = setting(64, "DCGAN: ndf; MLP: hidden units")
+    g_width: int = setting(64, "DCGAN: ngf; ResNet: channels at full size, x2 per halving (to 8x); MLP: hidden units")
+    d_width: int = setting(64, "DCGAN: ndf; ResNet: as g_width; MLP: hidden units")
     depth: int = setting(3, "MLP hidden layers")
     batch_size: int = setting(64, "items per step")
     steps: int = setting(2000, "training steps, one D and one G update each")
@@ -46,7 +46,9 @@ class TrainConfig:
     augment: str = setting("none", "images D sees: none | diffaug (DiffAugment: colour, translation, cutout, "
                            "every image) | ada (the same, with a probability adapted to D's overfitting)")
     spectral_norm: bool = setting(False, "DCGAN: spectral normalisation of every layer of D (and no batch norm in D)")
-    conditional: bool = setting(False, "class-conditional G and D (DCGAN, labelled data); sample with --class K")
+    mbstd: bool = setting(False, "D's minibatch standard deviation (ProGAN): its last layer sees how varied the batch "
+                          "is (dcgan, resnet)")
+    conditional: bool = setting(False, "class-conditional G and D (dcgan, resnet; labelled data); sample with --class K")
     ema_kimg: float = setting(10.0, "half-life of G_ema's weights, in thousands of images")
     ema_rampup: float = setting(0.05, "early on, the half-life is at most this share of images seen")
     seed: int = setting(0, "the same seed and settings give the same weights on the CPU")
@@ -62,6 +64,8 @@ class TrainConfig:
     eval_n: int = setting(1000, "samples per FID check")
     nan_patience: int = setting(10, "non-finite steps in a row (each skipped) before the run goes back to "
                                 "its last checkpoint with halved learning rates")
+    diagnostics: bool = setting(True, "warn, with the setting to change, when D wins outright, samples collapse "
+                                "or losses diverge (terminal, log.jsonl, TensorBoard; ganforge.diagnostics)")
     precision: str = setting("fp32", "fp32 | bf16 | fp16: autocast of the forward passes (fp16 adds a grad scaler)")
     channels_last: bool = setting(False, "image models and batches in NHWC memory layout")
     compile: bool = setting(False, "torch.compile G and D (needs a C++ compiler on the CPU, Triton on GPUs)")
@@ -88,6 +92,10 @@ PRESETS: dict[str, dict] = {
     "mlp": dict(z_dim=16, g_width=128, d_width=128, batch_size=512, steps=8000,
                 lr_g=2e-3, lr_d=2e-3, lr_decay="linear", r1_gamma=0.1, ema_kimg=20.0,
                 log_every=100, sample_every=1000, checkpoint_every=2000),
+    # Not yet measured here: SNGAN's sizes (z 128; at 32 px G's widest layer 256 channels, D's 128)
+    # with the hinge loss and the recipe for one D step per G step of SAGAN (Zhang et al. 2019):
+    # Adam with betas 0/0.9 and learning rates 1e-4 for G, 4e-4 for D.
+    "resnet": dict(z_dim=128, g_width=32, d_width=16, loss="hinge", lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.9),
 }
 
 FIELDS: dict[str, type] = typing.get_type_hints(TrainConfig)
@@ -95,7 +103,7 @@ HELP: dict[str, str] = {f.name: f.metadata["help"] for f in dataclasses.fields(T
 # Fields a resumed run may change; the rest define the run and must stay as they were.
 RESUMABLE = frozenset({"steps", "device", "log_every", "sample_every", "checkpoint_every", "keep",
                        "eval_every", "eval_n", "nan_patience", "precision", "channels_last", "compile", "tf32",
-                       "tensorboard"})
+                       "tensorboard", "diagnostics"})
 
 
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
@@ -137,7 +145,7 @@ def resolve(user: dict, arch: str) -> TrainConfig:
     unknown = set(user) - set(FIELDS)
     if unknown:
         parse_value(sorted(unknown)[0], "")  # raises with the list of settings
-    cfg = TrainConfig(**{**PRESETS[arch], **user, "arch": arch})
+    cfg = TrainConfig(**{**PRESETS.get(arch, {}), **user, "arch": arch})  # an unknown arch: validate says so
     validate(cfg)
     return cfg
 
@@ -172,10 +180,13 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"loss must be one of {', '.join(LOSSES)}, got '{cfg.loss}'")
     if cfg.augment not in ("none", "diffaug", "ada"):
         raise UserError(f"augment must be none, diffaug or ada, got '{cfg.augment}'")
-    if cfg.augment != "none" and cfg.arch != "dcgan":
-        raise UserError("augment is for images (the dcgan family): drop it for vector data")
+    images = cfg.arch in FAMILIES and FAMILIES[cfg.arch].kind == "image"
+    if cfg.augment != "none" and not images:
+        raise UserError("augment is for images (dcgan, resnet): drop it for vector data")
     if cfg.spectral_norm and cfg.arch != "dcgan":
-        raise UserError("spectral_norm=1 is for the dcgan family: drop it for vector data")
+        raise UserError("spectral_norm=1 is for the dcgan family (resnet's D always has it): drop it")
+    if cfg.mbstd and not images:
+        raise UserError("mbstd=1 is for images (dcgan, resnet): drop it for vector data")
     if cfg.r2_gamma < 0 or cfg.gp_lambda < 0:
         raise UserError("r2_gamma and gp_lambda must be >= 0 (0 turns them off)")
     if cfg.arch not in FAMILIES:
@@ -187,6 +198,8 @@ def validate(cfg: TrainConfig) -> None:
     r = cfg.resolution
     if FAMILIES[cfg.arch].kind == "image" and (r < 16 or r > 256 or r & (r - 1)):
         raise UserError(f"resolution must be a power of two from 16 to 256 (16, 32, 64, 128, 256), got {r}")
+    if cfg.arch == "resnet" and r not in (32, 64, 128):
+        raise UserError(f"arch=resnet is built for 32, 64 or 128 px, got resolution {r}: pick one, or arch=dcgan")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise UserError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{cfg.device}'")
     if cfg.name is not None and not re.fullmatch(r"[\w.+-]+", cfg.name):

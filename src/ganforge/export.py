@@ -227,7 +227,9 @@ def _about(gen: LoadedGenerator, name: str, samples: tuple[str, str]) -> str:
     G, r = gen.model["G"], gen.config.get("resolution")
     classes = G.get("num_classes", 0)
     if gen.kind == "image":
-        what = (f"A DCGAN generator (Radford et al. 2016): z ({G['z_dim']} standard normal numbers)"
+        network = {"resnet": "ResNet generator (SNGAN, Miyato et al. 2018)"}.get(gen.model["arch"],
+                                                                                "DCGAN generator (Radford et al. 2016)")
+        what = (f"A {network}: z ({G['z_dim']} standard normal numbers)"
                 + (f" and a class (0 to {classes - 1})" if classes else "") + f" -> a {G['channels']}x{r}x{r} image in [-1, 1].")
     else:
         what = f"An MLP generator: z ({G['z_dim']} standard normal numbers) -> a point in {G['dim']} dimensions, in data units."

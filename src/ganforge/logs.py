@@ -6,6 +6,7 @@ Only rank 0 writes; the other ranks get a RunLog that does nothing.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -18,6 +19,8 @@ from ganforge.errors import UserError
 
 TENSORBOARD_DIR = "tensorboard"
 CURVES = ("loss_D", "loss_G", "D_real", "D_fake", "img_per_s", "data_share", "skipped", "aug_p")
+
+log = logging.getLogger(__name__)
 
 
 class RunLog:
@@ -48,6 +51,16 @@ class RunLog:
         """A grid of G_ema's samples (C, H, W) uint8, for TensorBoard's image tab."""
         if self.board is not None:
             self.board.add_image("samples", grid, step)
+
+    def warning(self, found) -> None:
+        """A training diagnostic (ganforge.diagnostics.Diagnosis): on the terminal, as an event line
+        of log.jsonl, and as TensorBoard text."""
+        if not self.main:
+            return
+        log.warning(found.message)
+        self._write(found.event)
+        if self.board is not None:
+            self.board.add_text(f"warnings/{found.kind}", found.message, found.step)
 
     def close(self) -> None:
         self.jsonl.close()

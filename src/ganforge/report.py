@@ -47,6 +47,7 @@ class RunFacts:
     evaluation: dict | None           # eval.json
     checkpoint_step: int | None       # the newest checkpoint's
     missing: list[str]                # what the report lacks, and the command that makes it
+    warnings: list[dict]              # {step, event, kind, message}: training diagnostics (ganforge.diagnostics)
 
     @property
     def cfg(self) -> dict:
@@ -86,6 +87,7 @@ def read_run(run_dir: Path) -> RunFacts:
     train = [e for e in entries if all(isinstance(e.get(k), (int, float)) for k in CURVES)]
     fid = [e for e in entries if isinstance(e.get("fid"), (int, float))]
     rollbacks = [e for e in entries if e.get("event") == "rollback"]
+    warnings = [e for e in entries if e.get("event") == "warning"]
     if unreadable:
         missing.append(f"{unreadable} unreadable line(s) of log.jsonl skipped (cut short when the run was killed)")
     if not train:
@@ -125,7 +127,7 @@ def read_run(run_dir: Path) -> RunFacts:
         evaluation = None
         missing.append(f"eval.json is unreadable: `ganforge eval {run}` writes it again")
     return RunFacts(run_dir, saved, train, fid, rollbacks, unreadable, _evenly(grids, STRIP), len(grids),
-                    compare, evaluation, checkpoint_step, missing)
+                    compare, evaluation, checkpoint_step, missing, warnings)
 
 
 def _evenly(items: list, k: int) -> list:
@@ -177,6 +179,9 @@ def key_numbers(facts: RunFacts) -> list[tuple[str, str]]:
         rows.append(("FID in training", text))
     skipped = last.get("skipped", 0) if last else 0
     rows.append(("divergence guard", f"{skipped} non-finite steps skipped, {len(facts.rollbacks)} rollbacks"))
+    if facts.warnings:
+        more = f" and {len(facts.warnings) - 8} more" if len(facts.warnings) > 8 else ""
+        rows.append(("warnings", ", ".join(f"{w.get('kind')} at step {w['step']}" for w in facts.warnings[:8]) + more))
     if facts.evaluation:
         ev, metrics = facts.evaluation, facts.evaluation.get("metrics", {})
         shown = ", ".join(f"{name} {text}" for name, text in _eval_numbers(metrics))
@@ -396,6 +401,10 @@ def _html(facts: RunFacts, curves_png: bytes) -> str:
         parts.append("<h3>Rollbacks (non-finite numbers: back to the newest checkpoint, learning rates halved)</h3>")
         parts.append(_table([[r["step"], r.get("diverged_at", ""), r.get("why", ""), r.get("lr_scale", "")]
                              for r in facts.rollbacks], head=("back to step", "diverged at", "why", "lr scale")))
+    if facts.warnings:
+        parts.append("<h3>Warnings (training diagnostics, each when it started)</h3>")
+        parts.append(_table([[r["step"], r.get("kind", ""), r.get("message", "")] for r in facts.warnings],
+                            head=("step", "kind", "warning and fix")))
 
     parts.append("<h2>Samples over training</h2>")
     if facts.samples:

@@ -28,6 +28,7 @@ from ganforge.augment import ADA_INTERVAL, adjust_p, diff_augment
 from ganforge.checkpoint import atomic_write
 from ganforge.config import TrainConfig, resolve
 from ganforge.data import Dataset, load_source, to_model_space
+from ganforge.diagnostics import Diagnostics, real_diversity
 from ganforge.ema import ema_beta, refresh_batchnorm, update_ema
 from ganforge.errors import UserError
 from ganforge.logs import RunLog, is_terminal
@@ -106,8 +107,8 @@ def _train(user: dict, resume, progress: bool, ranks: dist.Dist, device_name: st
                         f"drop arch= or use arch={default_family(data.kind)}")
     if cfg.batch_size > len(data):
         raise UserError(f"batch_size {cfg.batch_size} is larger than the data set ({len(data)} items): lower it")
-    if cfg.conditional and (data.labels is None or cfg.arch != "dcgan"):
-        raise UserError(f"conditional=1 needs labelled images and the dcgan family; '{cfg.data}' has "
+    if cfg.conditional and (data.labels is None or cfg.arch not in ("dcgan", "resnet")):
+        raise UserError(f"conditional=1 needs labelled images and the dcgan or resnet family; '{cfg.data}' has "
                         f"{'no labels' if data.labels is None else data.kind + 's'}: use mnist5k, digits, a folder "
                         "with one sub-folder per class, or a prepared file with labels")
     if cfg.batch_size % ranks.world:
@@ -165,6 +166,9 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
     n_classes = len(data.class_names)
     fixed_z = latents(GRID_SIZE if data.kind == "image" else SCATTER_SIZE, cfg.z_dim, cfg.seed).to(device)
     judge = _fid_judge(cfg, data, device) if cfg.eval_every and data.kind == "image" and ranks.main else None
+    # Warnings with their fix (ganforge.diagnostics), from the log entries and the sample grids alone.
+    diagnose = (Diagnostics(cfg.loss, real_diversity(data, len(fixed_z), cfg.seed), state.skipped)
+                if cfg.diagnostics and ranks.main else None)
     sums = torch.zeros(5, device=device)     # loss_D, loss_G, D(x), D(G(z)), steps: finite steps since the last log
     tick, tick_nimg, waited = time.perf_counter(), state.nimg, 0.0
     # A bar on a terminal; otherwise (a log file, a batch job) a summary line per log interval.
@@ -257,6 +261,8 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
                              data_share=waited / (now - tick), skipped=state.skipped, aug_p=state.aug_p,
                              time=time.time())
                 logs.scalars(entry)
+                for found in diagnose.entry(entry) if diagnose else ():
+                    logs.warning(found)
                 bar.set_postfix(loss_D=f"{means[0]:.3f}", loss_G=f"{means[1]:.3f}",
                                 img_s=f"{entry['img_per_s']:.0f}", refresh=False)
                 sums.zero_()
@@ -273,8 +279,10 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
                     state.best_fid = fid
                     _save_checkpoint(state, cfg, run, best=True)
             if sample_now and ranks.main:
-                _save_samples(G_ema, fixed_z, data, run.run_dir / "samples" / f"step-{state.step:07d}.png",
-                              state, cfg, logs)
+                shown = _save_samples(G_ema, fixed_z, data, run.run_dir / "samples" / f"step-{state.step:07d}.png",
+                                      state, cfg, logs)
+                for found in diagnose.samples(state.step, shown) if diagnose else ():
+                    logs.warning(found)
             if save_now:
                 _save_checkpoint(state, cfg, run)
     finally:
@@ -298,14 +306,16 @@ def _update(loss: torch.Tensor, module: torch.nn.Module, optimizer: torch.optim.
 
 @torch.no_grad()
 def _save_samples(G_ema, z: torch.Tensor, data: Dataset, path: Path, state: State, cfg: TrainConfig,
-                  logs: RunLog) -> None:
-    """G_ema on the fixed z: a PNG in samples/ (with its provenance) and a TensorBoard image."""
+                  logs: RunLog) -> torch.Tensor:
+    """G_ema on the fixed z: a PNG in samples/ (with its provenance) and a TensorBoard image.
+    Returns the samples."""
     fake = G_ema(z).float().cpu()
     title = f"{path.stem}: {len(fake)} samples"
     picture = image_grid(fake) if data.kind == "image" else scatter(fake, data.data[:SCATTER_SIZE], title)
     save_png(picture, path, provenance.record("training samples", model_sha256=provenance.model_sha256(G_ema),
                                               step=state.step, seed=cfg.seed))
     logs.samples(state.step, torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1))
+    return fake
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ganforge.models import dcgan, mlp
+from ganforge.models import dcgan, mlp, resnet
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,14 @@ def _dcgan_args(cfg, data) -> tuple[dict, dict]:
     classes = {"num_classes": len(data.class_names)} if cfg.conditional else {}
     return (dict(z_dim=cfg.z_dim, resolution=resolution, channels=channels, width=cfg.g_width, **classes),
             dict(resolution=resolution, channels=channels, width=cfg.d_width, **classes,
-                 **({"spectral_norm": True} if cfg.spectral_norm else {})))
+                 **({"spectral_norm": True} if cfg.spectral_norm else {}), **({"mbstd": True} if cfg.mbstd else {})))
+
+
+def _resnet_args(cfg, data) -> tuple[dict, dict]:
+    channels, resolution = data.sample_shape[0], data.sample_shape[1]
+    classes = {"num_classes": len(data.class_names)} if cfg.conditional else {}
+    return (dict(z_dim=cfg.z_dim, resolution=resolution, channels=channels, width=cfg.g_width, **classes),
+            dict(resolution=resolution, channels=channels, width=cfg.d_width, mbstd=cfg.mbstd, **classes))
 
 
 def _mlp_args(cfg, data) -> tuple[dict, dict]:
@@ -40,6 +47,7 @@ def _mlp_args(cfg, data) -> tuple[dict, dict]:
 FAMILIES: dict[str, Family] = {
     "dcgan": Family("image", dcgan.Generator, dcgan.Discriminator, _dcgan_args),
     "mlp": Family("vector", mlp.Generator, mlp.Discriminator, _mlp_args),
+    "resnet": Family("image", resnet.Generator, resnet.Discriminator, _resnet_args),
 }
 
 

@@ -11,6 +11,9 @@ conditional GAN of Mirza & Osindero 2014); D is a projection discriminator (Miya
 "cGANs with Projection Discriminator", ICLR 2018): its logit gains the inner product of a class
 embedding with its last features. Without labels, G cycles through the classes (0, 1, 2, ...),
 so grids and batch-norm statistics see every class alike.
+
+With `mbstd`, D's last layer also sees the minibatch standard deviation of its features (Karras et
+al., "Progressive Growing of GANs", ICLR 2018), a hint against G collapsing onto few modes.
 """
 from __future__ import annotations
 
@@ -48,6 +51,32 @@ def cycled_labels(n: int, num_classes: int, device) -> torch.Tensor:
     return torch.arange(n, device=device) % num_classes
 
 
+class MinibatchStddev(nn.Module):
+    """(B, C, H, W) -> (B, C + 1, H, W): one more feature map holding how much the images of a
+    group differ (ProGAN's layer: the standard deviation of each feature over the group, averaged
+    over features and pixels), so D can tell a varied batch from a collapsed one.
+
+    Groups are consecutive runs of min(4, B) images. When B does not divide by that, the images left
+    over form one smaller last group; a group of one image has no spread: its map is sqrt(eps)."""
+
+    def __init__(self, group_size: int = 4, eps: float = 1e-8):
+        super().__init__()
+        self.group_size, self.eps = group_size, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, H, W = x.shape
+        g = min(self.group_size, B)
+        n = B // g * g  # images in full groups
+        std = self._spread(x[:n].unflatten(0, (-1, g))).repeat_interleave(g)  # (n,)
+        if n < B:
+            std = torch.cat([std, self._spread(x[n:][None]).expand(B - n)])    # (B,)
+        return torch.cat([x, std[:, None, None, None].expand(B, 1, H, W)], dim=1)
+
+    def _spread(self, groups: torch.Tensor) -> torch.Tensor:
+        """(groups, g, C, H, W) -> (groups,)"""
+        return (groups.var(1, correction=0) + self.eps).sqrt().mean(dim=(1, 2, 3))
+
+
 class Generator(nn.Module):
     """z (B, z_dim) [, c (B,) int64] -> img (B, channels, resolution, resolution) in [-1, 1]."""
 
@@ -82,10 +111,11 @@ class Discriminator(nn.Module):
 
     With `spectral_norm`, every layer's weight is divided by its largest singular value (Miyato et
     al., "Spectral Normalization for GANs", ICLR 2018: one power iteration per forward pass, its
-    vectors kept as buffers, so they are checkpointed) and D has no batch norm, as in SNGAN."""
+    vectors kept as buffers, so they are checkpointed) and D has no batch norm, as in SNGAN. With
+    `mbstd`, the last layer sees one more feature map: the batch's spread (MinibatchStddev)."""
 
     def __init__(self, resolution: int = 32, channels: int = 1, width: int = 64, num_classes: int = 0,
-                 spectral_norm: bool = False):
+                 spectral_norm: bool = False, mbstd: bool = False):
         super().__init__()
         n_down = _check_resolution(resolution)
         r = resolution // 2
@@ -97,12 +127,13 @@ class Discriminator(nn.Module):
             norm = nn.Identity() if spectral_norm else nn.BatchNorm2d(c_out)
             layers += [nn.Conv2d(c, c_out, 4, 2, 1, bias=False), norm, nn.LeakyReLU(0.2, True)]
             c = c_out
-        layers += [nn.Conv2d(c, 1, 4, 1, 0, bias=False)]  # 4x4 -> 1x1
+        last = nn.Conv2d(c + int(mbstd), 1, 4, 1, 0, bias=False)  # 4x4 -> 1x1
+        layers += [nn.Sequential(MinibatchStddev(), last) if mbstd else last]  # mbstd: (B, C + 1, 4, 4) into `last`
         self.net = nn.Sequential(*layers)
         self.num_classes = num_classes
         self.embed = nn.Embedding(num_classes, c) if num_classes else None
         init_weights(self)
-        if self.embed is not None:
+        if self.embed is not None and not spectral_norm:  # a zero matrix has no spectral norm to divide by
             nn.init.zeros_(self.embed.weight)  # starts as the unconditional D
         if spectral_norm:
             for m in self.modules():

@@ -141,3 +141,21 @@ def test_each_loss_and_penalty_trains_a_few_steps_without_non_finite_numbers(tmp
     logged = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in logged] == [3, 6]
     assert all(e["skipped"] == 0 and math.isfinite(e["loss_D"]) and math.isfinite(e["loss_G"]) for e in logged)
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "mlp", "resnet"])
+def test_each_preset_trains_a_few_steps_without_non_finite_numbers(tmp_path, arch):
+    import json
+
+    from ganforge.cli import main
+    from ganforge.config import PRESETS
+
+    data = ["--data", "ring8"] if arch == "mlp" else ["--data", "digits", "--resolution", "32" if arch == "resnet" else "16"]
+    small = [] if arch == "mlp" else ["g_width=8", "d_width=8"]
+    assert main(["train", *data, "--arch", arch, "--steps", "8", "--out", str(tmp_path), "--name", "r", "--no-progress",
+                 "batch_size=16", "log_every=4", "tensorboard=0", *small]) == 0
+    logged = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    record = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert record["loss"] == PRESETS[arch].get("loss", "nonsaturating")  # the preset really applied
+    assert [e["step"] for e in logged] == [4, 8]
+    assert all(e["skipped"] == 0 and math.isfinite(e["loss_D"]) and math.isfinite(e["loss_G"]) for e in logged)

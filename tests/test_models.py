@@ -52,9 +52,10 @@ def test_spectral_norm_bounds_every_layer_of_D_and_its_runs_resume_exactly(tmp_p
     from ganforge.cli import main
     from ganforge.models.dcgan import Discriminator
 
+    torch.manual_seed(0)  # power iteration converges at a rate set by the weights: fix them
     D = Discriminator(resolution=32, channels=1, width=8, num_classes=10, spectral_norm=True)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
-    for _ in range(30):  # power iterations run in training mode, one per forward pass
+    for _ in range(200):  # power iterations run in training mode, one per forward pass
         D(torch.randn(2, 1, 32, 32), torch.arange(2))
     layers = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
     for m in layers:

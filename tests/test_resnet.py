@@ -34,9 +34,10 @@ def test_other_resolutions_are_refused(resolution):
 
 
 def test_every_layer_of_D_has_spectral_norm_1_and_no_batch_norm():
+    torch.manual_seed(0)  # power iteration converges at a rate set by the weights: fix them
     D = Discriminator(resolution=32, channels=1, width=8, num_classes=10, mbstd=True)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in D.modules())
-    for _ in range(30):  # power iterations run in training mode, one per forward pass
+    for _ in range(200):  # power iterations run in training mode, one per forward pass
         D(torch.randn(4, 1, 32, 32), torch.arange(4))
     layers = [m for m in D.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.Embedding))]
     assert len(layers) == 14  # 4 blocks of 3 convs (1x1 shortcut included), the linear, the projection

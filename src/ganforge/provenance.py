@@ -11,7 +11,6 @@ without it is real.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -20,22 +19,17 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
-from ganforge import __version__
+from ganforge import __version__, checkpoint
 from ganforge.errors import UserError
 
 KEY = "ganforge"  # the PNG text key, and the top-level marker in the JSON
 
 
 def model_sha256(module: torch.nn.Module) -> str:
-    """SHA-256 of a model's state dict: every tensor's name, dtype, shape and bytes, in name order.
-    The same weights give the same hash in a run's checkpoint, an exported folder and memory."""
-    h = hashlib.sha256()
-    state = module.state_dict()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    """SHA-256 of a model's state dict: every tensor's name, dtype, shape and bytes, in name order
+    (checkpoint.digest with no record). The same weights give the same hash in a run's
+    checkpoint, an exported folder and memory."""
+    return checkpoint.digest("", module.state_dict())
 
 
 def record(what: str, **fields) -> dict:

@@ -10,6 +10,10 @@ decoded size. The mapped file is trained on twice: from a cold page cache (empti
 needs root), as a data set larger than RAM would be, and again with the file already cached,
 where the kernel maps cached neighbours of each touched page into the process (they count in RSS,
 but are clean file pages it can drop at any time).
+
+Then `ganforge eval` with a memory-mapped real side (--eval-n images of 64x64x3, bigger than the
+training file per image so that holding them would show; the fake side is 1,000 of the same images): the real side is embedded chunk by chunk
+from the file, and its peak RSS is printed beside the file's decoded size.
 """
 from __future__ import annotations
 
@@ -43,23 +47,29 @@ def peak_rss_mib(argv: list[str]) -> float:
     return int(out) / 1024
 
 
+def write_digits(path: Path, n: int, resolution: int) -> float:
+    """A uint8 [n, R, R, 3] .npy of mnist5k digits, one per channel; returns its size in MiB."""
+    digits = load_source("mnist5k", resolution).data[:, 0].numpy()  # (5000, R, R)
+    big = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, resolution, resolution, 3))
+    rng = np.random.default_rng(0)
+    for start in range(0, n, 10_000):
+        stop = min(n, start + 10_000)
+        big[start:stop] = digits[rng.integers(0, len(digits), (stop - start, 3))].transpose(0, 2, 3, 1)
+    big.flush()
+    del big
+    return n * resolution * resolution * 3 / 2**20
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--eval-n", type=int, default=50_000)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ganforge-mmap-") as tmp:
         path = Path(tmp) / "big.npy"
-        digits = load_source("mnist5k", 32).data[:, 0].numpy()  # (5000, 32, 32)
-        big = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(args.n, 32, 32, 3))
-        rng = np.random.default_rng(0)
-        for start in range(0, args.n, 10_000):
-            stop = min(args.n, start + 10_000)
-            big[start:stop] = digits[rng.integers(0, len(digits), (stop - start, 3))].transpose(0, 2, 3, 1)
-        big.flush()
-        del big
-        decoded = args.n * 32 * 32 * 3 / 2**20
+        decoded = write_digits(path, args.n, 32)
 
         train = [sys.executable, "-m", "ganforge", "train", "--steps", str(args.steps), "--out", tmp, "--no-progress"]
         cold = drop_page_cache()
@@ -72,6 +82,23 @@ def main() -> None:
               f"| {args.n:,} | {decoded:.0f} | {mapped:.0f} |")
         print(f"| the same file again, every page already in the page cache | {args.n:,} | {decoded:.0f} | {warm:.0f} |")
         print(f"| mnist5k in memory, 32x32x1 | 5,000 | {5000 * 1024 / 2**20:.0f} | {small:.0f} |")
+
+        path.unlink()
+        real = Path(tmp) / "real64.npy"
+        decoded = write_digits(real, args.eval_n, 64)
+
+        def evaluate(real_side: str) -> float:
+            return peak_rss_mib([sys.executable, "-m", "ganforge", "eval", "--fake", str(real), "--n", "1000",
+                                 "--real", real_side, "--extractor", "mnist", "--metrics", "fid", "--cache", "none",
+                                 "--out", tmp])
+        cold = drop_page_cache()
+        peak = evaluate(str(real))
+        small = evaluate("digits")
+        print(f"\n| real side of `ganforge eval` | images | decoded size (MiB) | peak RSS (MiB) |")
+        print("|---|---|---|---|")
+        print(f"| memory-mapped .npy, 64x64x3, {'cold page cache' if cold else 'page cache not emptied'} "
+              f"| {args.eval_n:,} | {decoded:.0f} | {peak:.0f} |")
+        print(f"| scikit-learn digits in memory | 1,797 | {1797 * 64 * 64 / 2**20:.0f} | {small:.0f} |")
 
 
 if __name__ == "__main__":

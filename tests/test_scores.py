@@ -21,6 +21,12 @@ def features(n=600, d=32, shift=0.0, seed=0):
     return (np.random.default_rng(seed).normal(size=(n, d)) @ mix + shift).astype(np.float32)
 
 
+def scipy_fid(real, fake):
+    mu1, s1 = (t.numpy() for t in feature_stats(real))
+    mu2, s2 = (t.numpy() for t in feature_stats(fake))
+    return ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(scipy.linalg.sqrtm(s1 @ s2).real)
+
+
 def test_fid_matches_torch_fidelity_and_scipy_sqrtm():
     from torch_fidelity.metric_fid import (
         fid_features_to_statistics,
@@ -33,12 +39,29 @@ def test_fid_matches_torch_fidelity_and_scipy_sqrtm():
                                       fid_features_to_statistics(torch.from_numpy(real)), verbose=False)
     assert ours == pytest.approx(theirs["frechet_inception_distance"], rel=1e-4)
 
-    mu1, s1 = (t.numpy() for t in feature_stats(real))
-    mu2, s2 = (t.numpy() for t in feature_stats(fake))
-    root = scipy.linalg.sqrtm(s1 @ s2).real
-    by_scipy = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(root)
-    assert ours == pytest.approx(by_scipy, rel=1e-9)
-    assert frechet_distance_from_stats(mu1, s1, mu2, s2) == pytest.approx(ours, rel=1e-12)
+    assert ours == pytest.approx(scipy_fid(real, fake), rel=1e-9)
+    assert frechet_distance_from_stats(*feature_stats(real), *feature_stats(fake)) == pytest.approx(ours, rel=1e-12)
+
+
+def test_covariance_over_several_blocks_equals_numpy_cov():
+    x = features(n=9000, d=16, shift=2.0)                     # 9,000 rows: three blocks of 4,096 or fewer
+    mu, cov = feature_stats(x)
+    assert torch.allclose(mu, torch.from_numpy(x.astype(np.float64).mean(0)), rtol=0, atol=1e-12)
+    assert torch.allclose(cov, torch.from_numpy(np.cov(x.astype(np.float64), rowvar=False)), rtol=1e-12, atol=1e-12)
+    assert torch.equal(cov, cov.T)
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # scipy's own sqrtm of a singular product
+@pytest.mark.parametrize("case", ["fewer samples than dimensions", "a feature that never varies"])
+def test_fid_of_singular_covariances_matches_scipy_sqrtm(case):
+    # No Cholesky factor exists here: the distance takes its eigendecomposition route.
+    if case == "fewer samples than dimensions":
+        real, fake = features(n=20), features(n=24, shift=0.3, seed=1)
+    else:
+        real, fake = features(), features(shift=0.3, seed=1)
+        real[:, 5] = fake[:, 5] = 0.0
+    assert torch.linalg.cholesky_ex(feature_stats(real)[1]).info > 0
+    assert frechet_distance(real, fake) == pytest.approx(scipy_fid(real, fake), rel=1e-6)
 
 
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_the_gap():

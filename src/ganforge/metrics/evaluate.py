@@ -109,7 +109,10 @@ def cached_features(img: torch.Tensor, extractor: Extractor, cache_dir: Path | N
     """Features of `img`, from the cache when this exact content was embedded before."""
     if cache_dir is None:
         return extractor(img)
-    key = hashlib.sha256(img.contiguous().numpy().tobytes()).hexdigest()[:24]
+    digest = hashlib.sha256()
+    for chunk in img.split(1000):  # a memory-mapped source is read a chunk at a time, never held whole
+        digest.update(chunk.contiguous().numpy().tobytes())
+    key = digest.hexdigest()[:24]
     path = Path(cache_dir) / f"{extractor.name}-{extractor.weights_sha256[:12]}-{img.shape[-1]}px-{len(img)}-{key}.safetensors"
     if path.is_file():
         tensors = load_tensors(path.read_bytes())

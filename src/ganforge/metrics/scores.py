@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.linalg import blas
 
 BLOCK = 4096  # rows per block of pairwise distances: BLOCK x N floats at a time
 
@@ -22,27 +23,49 @@ def as_features(x) -> torch.Tensor:
 
 
 def feature_stats(features) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (D,) and unbiased covariance (D, D) of [N, D] features, in float64."""
+    """Mean (D,) and unbiased covariance (D, D) of [N, D] features, in float64.
+
+    The covariance is a symmetric rank-k update (BLAS syrk) over blocks of centred rows: half the
+    arithmetic of a general product such as numpy.cov's, and no centred copy of all N rows."""
     x = as_features(features)
     if len(x) < 2:
         raise ValueError("a covariance needs at least 2 samples")
     mu = x.mean(0)
-    centred = x - mu
-    return mu, centred.T @ centred / (len(x) - 1)
+    upper = np.zeros((x.shape[1], x.shape[1]), order="F")
+    for block in x.split(BLOCK):
+        centred = (block - mu).numpy()
+        # Fortran reads the C-ordered (B, D) block as its transpose, so trans=0 gives block^T block.
+        upper = blas.dsyrk(1.0 / (len(x) - 1), centred.T, beta=1.0, c=upper, trans=0, overwrite_c=1)
+    return mu, _symmetric(torch.from_numpy(upper))
+
+
+def _symmetric(upper: torch.Tensor) -> torch.Tensor:
+    """The full matrix from the upper triangle that syrk fills."""
+    return upper.triu() + upper.triu(1).T
 
 
 def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
     """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)) (Heusel et al. 2017).
 
-    tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2, which are those
-    of the symmetric matrix S1^(1/2) S2 S1^(1/2): two symmetric eigendecompositions, exact and
-    several times faster than a general matrix square root (scipy.linalg.sqrtm)."""
+    tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2. With Cholesky
+    factors S1 = L1 L1^T and S2 = L2 L2^T, those are the eigenvalues of the symmetric B B^T,
+    B = L1^T L2 (similar to S1 S2), so one symmetric eigenvalue problem without eigenvectors
+    replaces scipy.linalg.sqrtm's general matrix square root. A singular covariance (fewer samples
+    than dimensions, a feature that never varies) has no Cholesky factor; it goes through
+    S1^(1/2) S2 S1^(1/2), the same eigenvalues from one more, full eigendecomposition."""
     mu1, mu2 = (torch.as_tensor(m, dtype=torch.float64) for m in (mu1, mu2))
     s1, s2 = (torch.as_tensor(s, dtype=torch.float64) for s in (sigma1, sigma2))
-    eigval, eigvec = torch.linalg.eigh(s1)
-    root1 = (eigvec * eigval.clamp(min=0).sqrt()) @ eigvec.T   # S1^(1/2)
-    middle = root1 @ s2 @ root1
-    trace_root = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    l1, bad1 = torch.linalg.cholesky_ex(s1)
+    l2, bad2 = torch.linalg.cholesky_ex(s2)
+    if bad1 or bad2:
+        eigval, eigvec = torch.linalg.eigh(s1)
+        root1 = (eigvec * eigval.clamp(min=0).sqrt()) @ eigvec.T   # S1^(1/2)
+        middle = root1 @ s2 @ root1
+        middle = (middle + middle.T) / 2
+    else:
+        b = blas.dtrmm(1.0, l1.numpy(), l2.numpy(), side=0, lower=1, trans_a=1)   # L1^T L2, both triangular
+        middle = _symmetric(torch.from_numpy(blas.dsyrk(1.0, b, trans=0)))       # B B^T
+    trace_root = torch.linalg.eigvalsh(middle).clamp(min=0).sqrt().sum()
     diff = mu1 - mu2
     return float(diff @ diff + s1.trace() + s2.trace() - 2 * trace_root)
 

@@ -5,6 +5,7 @@ import pytest
 import scipy.linalg
 import torch
 
+from ganforge.metrics import scores
 from ganforge.metrics.scores import (
     density_coverage,
     feature_stats,
@@ -43,8 +44,9 @@ def test_fid_matches_torch_fidelity_and_scipy_sqrtm():
     assert frechet_distance_from_stats(*feature_stats(real), *feature_stats(fake)) == pytest.approx(ours, rel=1e-12)
 
 
-def test_covariance_over_several_blocks_equals_numpy_cov():
-    x = features(n=9000, d=16, shift=2.0)                     # 9,000 rows: three blocks of 4,096 or fewer
+def test_covariance_over_several_blocks_equals_numpy_cov(monkeypatch):
+    monkeypatch.setattr(scores, "COV_BLOCK", 4000)
+    x = features(n=9000, d=16, shift=2.0)                     # three blocks: 4,000, 4,000 and 1,000 rows
     mu, cov = feature_stats(x)
     assert torch.allclose(mu, torch.from_numpy(x.astype(np.float64).mean(0)), rtol=0, atol=1e-12)
     assert torch.allclose(cov, torch.from_numpy(np.cov(x.astype(np.float64), rowvar=False)), rtol=1e-12, atol=1e-12)

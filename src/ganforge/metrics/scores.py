@@ -12,6 +12,7 @@ import torch
 from scipy.linalg import blas
 
 BLOCK = 4096  # rows per block of pairwise distances: BLOCK x N floats at a time
+COV_BLOCK = 16384  # rows per block of the covariance: one centred copy of COV_BLOCK x D floats at a time
 
 
 def as_features(x) -> torch.Tensor:
@@ -32,7 +33,7 @@ def feature_stats(features) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError("a covariance needs at least 2 samples")
     mu = x.mean(0)
     upper = np.zeros((x.shape[1], x.shape[1]), order="F")
-    for block in x.split(BLOCK):
+    for block in x.split(COV_BLOCK):
         centred = (block - mu).numpy()
         # Fortran reads the C-ordered (B, D) block as its transpose, so trans=0 gives block^T block.
         upper = blas.dsyrk(1.0 / (len(x) - 1), centred.T, beta=1.0, c=upper, trans=0, overwrite_c=1)

@@ -2,8 +2,8 @@
 
 Every function takes `real` and `fake` features as [N, D] arrays or tensors from the same feature
 extractor (Inception, the digit classifier, or any module) and returns plain floats. Heavy
-arithmetic runs in float64 with torch; pairwise distances are computed in row blocks so memory
-stays bounded for tens of thousands of samples.
+arithmetic runs in float64; pairwise distances are computed in row blocks of at most 256 MiB, so
+memory stays bounded however many samples there are.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from scipy.linalg import blas
 
-BLOCK = 4096  # rows per block of pairwise distances: BLOCK x N floats at a time
+BLOCK_FLOATS = 2**25  # pairwise distances are computed in row blocks of at most this many (256 MiB)
 COV_BLOCK = 16384  # rows per block of the covariance: one centred copy of COV_BLOCK x D floats at a time
 
 
@@ -99,23 +99,28 @@ def kid(real, fake, subsets: int = 100, subset_size: int = 1000, seed: int = 202
     return float(np.mean(mmds)), float(np.std(mmds))
 
 
+def _row_blocks(x: torch.Tensor, against: torch.Tensor):
+    """x in blocks of rows whose distances to every row of `against` fit in BLOCK_FLOATS."""
+    return x.split(max(1, BLOCK_FLOATS // max(1, len(against))))
+
+
 def kth_neighbour_distances(x: torch.Tensor, k: int) -> torch.Tensor:
     """Distance from each row of x to its k-th nearest other row (itself excluded)."""
     if len(x) <= k:
         raise ValueError(f"need more than k={k} samples in each set, got {len(x)}")
-    return torch.cat([torch.cdist(block, x).kthvalue(k + 1, dim=1).values for block in x.split(BLOCK)])
+    return torch.cat([torch.cdist(block, x).kthvalue(k + 1, dim=1).values for block in _row_blocks(x, x)])
 
 
 def nearest(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of a: the distance to its nearest row of b, and that row's index."""
-    found = [torch.cdist(block, b).min(1) for block in a.split(BLOCK)]
+    found = [torch.cdist(block, b).min(1) for block in _row_blocks(a, b)]
     return torch.cat([f.values for f in found]), torch.cat([f.indices for f in found])
 
 
 def _ball_counts(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, strict: bool) -> torch.Tensor:
     """For each point, how many balls (centre_i, radius_i) contain it."""
     counts = []
-    for block in points.split(BLOCK):
+    for block in _row_blocks(points, centres):
         dist = torch.cdist(block, centres)
         inside = dist < radii if strict else dist <= radii
         counts.append(inside.sum(1))

@@ -84,7 +84,8 @@ def run_ganforge(resolution: int, data: str, extra: list[str], out: Path, name: 
                     "--steps", str(GANFORGE_STEPS[resolution]), "--out", str(out), "--name", name, "--no-progress",
                     *CLASSIC, *extra], check=True, capture_output=True)
     log = [json.loads(line) for line in (out / name / "log.jsonl").read_text().splitlines()]
-    return statistics.mean(e["img_per_s"] for e in log[1:])
+    steps = [e for e in log if "img_per_s" in e]  # not the warning or FID event lines
+    return statistics.mean(e["img_per_s"] for e in steps[1:])
 
 
 def run_example(script: Path, out: Path) -> float:

@@ -26,8 +26,8 @@ def as_features(x) -> torch.Tensor:
 def feature_stats(features) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and unbiased covariance (D, D) of [N, D] features, in float64.
 
-    The covariance is a symmetric rank-k update (BLAS syrk) over blocks of centred rows: half the
-    arithmetic of a general product such as numpy.cov's, and no centred copy of all N rows."""
+    The covariance is a symmetric rank-k update (BLAS syrk, half the arithmetic of a general matrix
+    product) over blocks of centred rows, so there is no centred copy of all N rows."""
     x = as_features(features)
     if len(x) < 2:
         raise ValueError("a covariance needs at least 2 samples")

@@ -11,11 +11,12 @@ benchmarks/default_runs.py --out DIR) are read the same way: any warning there i
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from ganforge.logs import read_log
 
 CASES = [  # (name, expected warning kind, settings)
     ("ring8, plain GAN: logistic loss, no R1/R2, Adam 1e-4 (0.5, 0.999), batch 256", "collapse",
@@ -32,15 +33,8 @@ CASES = [  # (name, expected warning kind, settings)
 
 def warnings_of(run: Path) -> list[tuple[str, int]]:
     """(kind, step) of every warning in a run's log.jsonl, in order."""
-    found = []
-    for line in (run / "log.jsonl").read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a run killed mid-line
-        if entry.get("event") == "warning":
-            found.append((entry["kind"], entry["step"]))
-    return found
+    entries, _ = read_log(run / "log.jsonl")
+    return [(e["kind"], e["step"]) for e in entries if e.get("event") == "warning"]
 
 
 def describe(found: list[tuple[str, int]]) -> str:

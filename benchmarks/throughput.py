@@ -18,7 +18,6 @@ the first interval.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ganforge.logs import read_log
 from ganforge.models.dcgan import Discriminator, Generator
 
 PLAIN_STEPS = {32: 40, 64: 16}
@@ -83,8 +83,7 @@ def run_ganforge(resolution: int, data: str, extra: list[str], out: Path, name: 
     subprocess.run([sys.executable, "-m", "ganforge", "train", "--data", data, "--resolution", str(resolution),
                     "--steps", str(GANFORGE_STEPS[resolution]), "--out", str(out), "--name", name, "--no-progress",
                     *CLASSIC, *extra], check=True, capture_output=True)
-    log = [json.loads(line) for line in (out / name / "log.jsonl").read_text().splitlines()]
-    steps = [e for e in log if "img_per_s" in e]  # not the warning or FID event lines
+    steps = [e for e in read_log(out / name / "log.jsonl")[0] if "img_per_s" in e]  # not the event or FID lines
     return statistics.mean(e["img_per_s"] for e in steps[1:])
 
 

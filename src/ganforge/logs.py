@@ -101,6 +101,25 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def read_log(path: Path) -> tuple[list[dict], int]:
+    """(entries with a step, count of unreadable lines) of a run's log.jsonl; no file reads as no
+    lines. Entries are training numbers, `fid` lines and event lines (`event`: warning, rollback);
+    a line cut short by a kill is counted, not raised."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return [], 0
+    entries, unreadable = [], 0
+    for line in filter(str.strip, text.splitlines()):
+        try:
+            entry = json.loads(line)
+            entry["step"] = int(entry["step"])
+            entries.append(entry)
+        except (ValueError, KeyError, TypeError):
+            unreadable += 1
+    return entries, unreadable
+
+
 def is_terminal() -> bool:
     """Whether progress goes to a terminal (a bar) or to a log (summary lines)."""
     return sys.stderr.isatty()

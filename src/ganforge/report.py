@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from ganforge import __version__, checkpoint
 from ganforge.checkpoint import atomic_write
 from ganforge.errors import UserError
+from ganforge.logs import read_log
 from ganforge.provenance import record
 from ganforge.report_html import eval_numbers, page
 from ganforge.viz import save_png, stack
@@ -82,7 +83,7 @@ def read_run(run_dir: Path) -> RunFacts:
         raise UserError(f"{run_dir / 'config.json'} is not a ganforge config")
     run, cfg, missing = shlex.quote(str(run_dir)), saved.get("config", {}), []
 
-    entries, unreadable = _read_log(run_dir / "log.jsonl")
+    entries, unreadable = read_log(run_dir / "log.jsonl")
     train = [e for e in entries if all(isinstance(e.get(k), (int, float)) for k in CURVES)]
     fid = [e for e in entries if isinstance(e.get("fid"), (int, float))]
     rollbacks = [e for e in entries if e.get("event") == "rollback"]
@@ -134,23 +135,6 @@ def _evenly(items: list, k: int) -> list:
     if len(items) <= k:
         return list(items)
     return [items[i] for i in sorted({round(j * (len(items) - 1) / (k - 1)) for j in range(k)})]
-
-
-def _read_log(path: Path) -> tuple[list[dict], int]:
-    """(entries with a step, count of unreadable lines) of log.jsonl; no file reads as no lines."""
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return [], 0
-    entries, unreadable = [], 0
-    for line in filter(str.strip, text.splitlines()):
-        try:
-            entry = json.loads(line)
-            entry["step"] = int(entry["step"])
-            entries.append(entry)
-        except (ValueError, KeyError, TypeError):
-            unreadable += 1
-    return entries, unreadable
 
 
 def key_numbers(facts: RunFacts) -> list[tuple[str, str]]:

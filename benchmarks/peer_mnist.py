@@ -10,7 +10,9 @@ out. It saves G after each epoch; the newest saved G is judged (so up to one epo
 minute here, is lost to it; its log says how many epochs it finished).
 
 ganforge runs `python -m ganforge train --seed S` with nothing else (mnist5k, 32 px, 6,000 steps)
-under the same budget; if it does not finish, its newest checkpoint is judged.
+under the same budget; if it does not finish, its newest checkpoint is judged. With
+--ganforge-runs DIR, the finished runs DIR/seed<S> of `default_runs.py --out DIR` (the same command,
+timed there) are judged instead of training ganforge again.
 
 Both are judged alike: 2,000 samples (z from seed 1000), turned to 32 x 32 grey (the peer's by
 averaging its 3 equal channels and area-downsampling 64 -> 32), then FID on the `mnist` extractor
@@ -99,6 +101,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--ganforge-runs", type=Path, help="judge DIR/seed<S> from `default_runs.py --out DIR` "
+                        "instead of training ganforge here")
     args = parser.parse_args()
     work = Path(args.out or tempfile.mkdtemp(prefix="ganforge-peer-"))
     write_digits(work / "mnist5k")
@@ -112,9 +116,13 @@ def main() -> None:
         peer_s = run_for([sys.executable, args.example, "--dataset", "folder", "--dataroot", str(work / "mnist5k"),
                           "--outf", str(outf), "--niter", "10000", "--manualSeed", str(seed + 1)], budget,
                          outf / "log.txt")
-        ours_s = run_for([sys.executable, "-m", "ganforge", "train", "--seed", str(seed), "--out", str(work),
-                          "--name", f"ganforge{seed}", "--no-progress"], budget, work / f"ganforge{seed}.log")
-        gen = load_generator(work / f"ganforge{seed}", "cpu")
+        if args.ganforge_runs:
+            ours_run, ours_s = args.ganforge_runs / f"seed{seed}", float("nan")  # timed by default_runs.py
+        else:
+            ours_run = work / f"ganforge{seed}"
+            ours_s = run_for([sys.executable, "-m", "ganforge", "train", "--seed", str(seed), "--out", str(work),
+                              "--name", ours_run.name, "--no-progress"], budget, work / f"ganforge{seed}.log")
+        gen = load_generator(ours_run, "cpu")
         ours = judge(gen.sample(N, seed=SEED), work, f"ganforge{seed}")
         peer_eval, epochs = peer_samples(outf, train_mode=False)
         peer_train, _ = peer_samples(outf, train_mode=True)

@@ -1,22 +1,27 @@
 """Using a trained generator: seeds, truncation, interpolation, inversion and repair, CLI and API."""
+import re
 import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 import ganforge
 from ganforge.cli import main, parse_seeds
+from ganforge.config import parse_value, resolve
+from ganforge.data import Dataset
 from ganforge.errors import UserError
-from ganforge.inversion import slerp
+from ganforge.inversion import invert, slerp
+from ganforge.train import with_class_default
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     assert main(["train", "--data", "digits", "--resolution", "16", "--steps", "30", "--out", str(out), "--name", "r",
-                 "--no-progress", "g_width=8", "d_width=8", "batch_size=16"]) == 0
+                 "--no-progress", "g_width=8", "d_width=8", "batch_size=16", "conditional=0"]) == 0
     return out / "r"
 
 
@@ -75,11 +80,11 @@ def test_interpolate_gif_grid_and_mp4(run, tmp_path, capsys, monkeypatch):
 def test_inversion_finds_an_image_the_generator_made(run):
     gen = ganforge.load(run, "cpu")
     target = gen.sample_seeds([123])
-    z, found = gen.invert(target, steps=150, restarts=4)
+    z, found, class_ = gen.invert(target, steps=150, restarts=4)
     far = gen.sample_seeds([7])
-    assert z.shape == (1, gen.G.z_dim)
+    assert z.shape == (1, gen.G.z_dim) and class_ is None
     assert (found - target).square().mean() < 0.25 * (far - target).square().mean()
-    plain, _ = gen.invert(target, steps=10, restarts=2)
+    plain = gen.invert(target, steps=10, restarts=2).z
     pooled = gen.invert(target, steps=10, restarts=2, perceptual=1.0, features=lambda img: img.mean((2, 3)))[0]
     assert not torch.equal(plain, pooled)  # the feature term takes part in the search
 
@@ -131,10 +136,11 @@ def test_repair_and_invert_from_the_cli(run, tmp_path, capsys):
         assert message in capsys.readouterr().err
 
 
-def test_a_conditional_run_samples_the_class_asked_for(tmp_path, capsys):
+def test_labelled_images_train_a_conditional_run_that_samples_the_class_asked_for(tmp_path, capsys):
     args = ["train", "--data", "digits", "--resolution", "16", "--steps", "4", "--out", str(tmp_path), "--no-progress",
-            "g_width=8", "d_width=8", "batch_size=16", "conditional=1"]
-    assert main([*args, "--name", "c"]) == 0
+            "g_width=8", "d_width=8", "batch_size=16"]
+    assert main([*args, "--name", "c"]) == 0  # digits are labelled: class-conditional by default
+    assert "class-conditional on the data's 10 classes" in capsys.readouterr().out
     gen = ganforge.load(tmp_path / "c", "cpu")
     assert gen.G.num_classes == 10
     three = gen.sample(4, seed=0, class_=3)
@@ -145,5 +151,51 @@ def test_a_conditional_run_samples_the_class_asked_for(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "c"), "--class", "3", "--seeds", "0-1", "--out", str(tmp_path / "s")]) == 0
     assert main(["sample", str(tmp_path / "c"), "--class", "10", "--out", str(tmp_path / "x.png")]) == 2
     assert "classes 0 to 9" in capsys.readouterr().err
+    Image.fromarray(np.full((16, 16), 200, np.uint8)).save(tmp_path / "in.png")
+    search = ["--image", str(tmp_path / "in.png"), "--steps", "2", "--restarts", "1"]
+    assert main(["invert", str(tmp_path / "c"), *search, "--out", str(tmp_path / "i.png")]) == 0
+    assert re.search(r"^class \d$", capsys.readouterr().out, re.M)  # the class the search settled on
+    assert main(["repair", str(tmp_path / "c"), *search, "--mask-box", "0,0,16,8", "--class", "3",
+                 "--out", str(tmp_path / "r.png")]) == 0
+    assert main(["repair", str(tmp_path / "c"), *search, "--mask-box", "0,0,16,8", "--class", "12",
+                 "--out", str(tmp_path / "r.png")]) == 2
+    assert "classes 0 to 9" in capsys.readouterr().err
     assert main(["train", "--data", "ring8", "--out", str(tmp_path), "conditional=1"]) == 2
     assert "needs labelled images" in capsys.readouterr().err
+
+
+def test_class_conditional_is_on_by_default_for_labelled_images_only():
+    img = torch.zeros(4, 1, 16, 16, dtype=torch.uint8)
+    two = torch.tensor([0, 1, 0, 1])
+    auto = resolve({}, "dcgan")
+    assert auto.conditional is None
+    assert with_class_default(auto, Dataset("d", "image", img, two, ("a", "b"))).conditional is True
+    assert with_class_default(resolve({}, "resnet"), Dataset("d", "image", img, two, ("a", "b"))).conditional is True
+    assert with_class_default(auto, Dataset("d", "image", img)).conditional is False       # no labels
+    assert with_class_default(auto, Dataset("d", "image", img, two * 0, ("a",))).conditional is False  # one class
+    modes = Dataset("d", "image", img, two, ("a", "b"), labels_are_modes=True)  # stacked-mnist's modes
+    assert with_class_default(auto, modes).conditional is False
+    told = resolve({"conditional": parse_value("conditional", "off")}, "dcgan")
+    assert with_class_default(told, Dataset("d", "image", img, two, ("a", "b"))).conditional is False
+    assert parse_value("conditional", "auto") is None and parse_value("conditional", "1") is True
+    with pytest.raises(UserError, match="needs true or false"):
+        parse_value("conditional", "maybe")
+
+
+class ClassPainter(nn.Module):
+    """A class-conditional 'generator' whose 2x2 image is grey level class / 4, whatever z is."""
+    z_dim, num_classes = 3, 5
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, z, c):
+        return (c.float() / 4 + self.bias + 0 * z.sum(1))[:, None, None, None].expand(-1, 1, 2, 2)
+
+
+def test_inversion_of_a_conditional_generator_searches_every_class_unless_told_one():
+    targets = torch.tensor([0.75, 0.25])[:, None, None, None].expand(-1, 1, 2, 2)
+    z, found, class_ = invert(ClassPainter(), targets, steps=2, restarts=2)  # fewer starts than classes
+    assert class_.tolist() == [3, 1] and torch.equal(found, targets) and z.shape == (2, 3)
+    assert invert(ClassPainter(), targets, steps=2, restarts=2, class_=4).class_.tolist() == [4, 4]

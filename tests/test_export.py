@@ -25,7 +25,7 @@ def runs(tmp_path_factory):
     """An unconditional image run with an eval.json, a class-conditional one and a vector one."""
     out = tmp_path_factory.mktemp("runs")
     digits = ["train", "--data", "digits", "--resolution", "16", "--steps", "30", "--out", str(out)]
-    assert main(digits + ["--name", "image", *TINY]) == 0
+    assert main(digits + ["--name", "image", *TINY, "conditional=0"]) == 0
     assert main(digits + ["--name", "conditional", *TINY, "conditional=1"]) == 0
     assert main(["train", "--data", "ring8", "--steps", "20", "--out", str(out), "--name", "vector", "--no-progress",
                  "tensorboard=0"]) == 0

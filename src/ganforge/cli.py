@@ -74,10 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--mask-box", metavar="X,Y,W,H", help="a box to fill, in the model's pixels")
             cmd.add_argument("--denoise", action="store_true", help="no mask: replace the image by G's closest image")
         else:
-            cmd.add_argument("--latent-out", metavar="Z.npy", help="also write the latent (z_dim,) as .npy")
+            cmd.add_argument("--latent-out", metavar="Z.npy", help="also write the latent (z_dim,) as .npy "
+                             "(the class of a class-conditional run is printed)")
         cmd.add_argument("--out", required=True, metavar="OUT.png")
         cmd.add_argument("--steps", type=int, default=300, help="optimisation steps (default 300)")
-        cmd.add_argument("--restarts", type=int, default=8, help="random starts searched at once (default 8)")
+        cmd.add_argument("--restarts", type=int, default=8, help="random starts searched at once (default 8); "
+                         "a class-conditional run searches every class, ceil(restarts / classes) starts each")
+        cmd.add_argument("--class", dest="class_", type=int, metavar="K", help="search class K only (class-conditional runs)")
         cmd.add_argument("--perceptual", type=float, default=0.0, metavar="W",
                          help="weight of a feature-space term (the eval extractor's features) (default 0: off)")
         cmd.add_argument("--seed", type=int, default=0)
@@ -274,16 +277,19 @@ def _invert_or_repair(args) -> int:
 
     gen = load_generator(args.run, args.device)
     img = read_image(args.image, gen)[None]
-    search = dict(steps=args.steps, restarts=args.restarts, seed=args.seed, perceptual=args.perceptual)
+    search = dict(steps=args.steps, restarts=args.restarts, seed=args.seed, perceptual=args.perceptual,
+                  class_=args.class_)
     if args.command == "invert":
-        z, out = gen.invert(img, **search)
+        z, out, class_ = gen.invert(img, **search)
         if args.latent_out:
             np.save(args.latent_out, z[0].numpy())
+        if class_ is not None:
+            print(f"class {int(class_[0])}")
         what = "inverted"
     elif args.denoise:
         if args.mask or args.mask_box:
             raise UserError("--denoise replaces the whole image: leave out --mask and --mask-box")
-        _, out = gen.invert(img, **search)
+        out = gen.invert(img, **search).image
         what = "denoised"
     else:
         out = gen.repair(img, read_mask(args.mask, args.mask_box, gen)[None], **search)

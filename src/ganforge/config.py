@@ -48,7 +48,8 @@ class TrainConfig:
     spectral_norm: bool = setting(False, "DCGAN: spectral normalisation of every layer of D (and no batch norm in D)")
     mbstd: bool = setting(False, "D's minibatch standard deviation (ProGAN): its last layer sees how varied the batch "
                           "is (dcgan, resnet)")
-    conditional: bool = setting(False, "class-conditional G and D (dcgan, resnet; labelled data); sample with --class K")
+    conditional: bool | None = setting(None, "class-conditional G and D (dcgan, resnet); sample with --class K. "
+                                       "None: on for images labelled with 2 or more classes")
     ema_kimg: float = setting(10.0, "half-life of G_ema's weights, in thousands of images")
     ema_rampup: float = setting(0.05, "early on, the half-life is at most this share of images seen")
     seed: int = setting(0, "the same seed and settings give the same weights on the CPU")
@@ -122,7 +123,7 @@ def parse_value(key: str, text: str):
     kind = FIELDS[key]
     if text.lower() in ("none", "auto") and type(None) in typing.get_args(kind):
         return None
-    if kind is bool:
+    if kind is bool or bool in typing.get_args(kind):
         if text.lower() not in _BOOLEANS:
             raise UserError(f"setting '{key}' needs true or false (also 1/0, yes/no, on/off), got '{text}'")
         return _BOOLEANS[text.lower()]

@@ -11,24 +11,41 @@ known pixel and takes G's pixels where the mask is.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from ganforge.sample import latents
 
 
+class Inversion(NamedTuple):
+    z: torch.Tensor              # (N, z_dim)
+    image: torch.Tensor          # (N, C, H, W): G(z, class_)
+    class_: torch.Tensor | None  # (N,) int64 for a class-conditional G, else None
+
+
 @torch.enable_grad()
 def invert(G: nn.Module, target: torch.Tensor, known: torch.Tensor | None = None, steps: int = 300,
            restarts: int = 8, lr: float = 0.05, prior: float = 1e-3, seed: int = 0,
-           perceptual: float = 0.0, features=None) -> tuple[torch.Tensor, torch.Tensor]:
+           perceptual: float = 0.0, features=None, class_: int | None = None) -> Inversion:
     """Best latents for a batch of targets.
 
     target: (N, C, H, W) in [-1, 1]; known: (N, 1, H, W) bool, True where the pixel is known
     (default: all). `perceptual` > 0 weighs the feature term, with `features` a differentiable
     map of images to (B, D) (default: the extractor `ganforge eval` would pick).
-    Returns (z (N, z_dim), G(z) (N, C, H, W)). The same seed gives the same result.
+    A class-conditional G is searched in `class_`, or when it is None in every class, with
+    ceil(restarts / classes) starts each. The same seed gives the same result.
     """
     n, device = len(target), next(G.parameters()).device
+    classes = getattr(G, "num_classes", 0)
+    if classes and class_ is None:
+        per_class = -(-restarts // classes)
+        restarts = classes * per_class
+        c = torch.arange(classes, device=device).repeat_interleave(per_class).repeat(n)  # (N * R,)
+    else:
+        c = torch.full((n * restarts,), class_, device=device) if classes else None
+    generate = G if c is None else (lambda z: G(z, c))
     target = target.to(device)
     known = (torch.ones_like(target[:, :1], dtype=torch.bool) if known is None else known.to(device)).float()
     known_r = known.repeat_interleave(restarts, 0)
@@ -41,7 +58,7 @@ def invert(G: nn.Module, target: torch.Tensor, known: torch.Tensor | None = None
         with torch.no_grad():
             target_f = features(_known_part(target_r, known_r))
     for _ in range(steps):
-        img = G(z)
+        img = generate(z)
         err = ((img - target_r).square() * known_r).flatten(1).sum(1) / count    # (N * R,)
         loss = err + prior * (z.square().mean(1) - 1).square()                   # 0 on the prior's shell
         if perceptual > 0:
@@ -50,10 +67,10 @@ def invert(G: nn.Module, target: torch.Tensor, known: torch.Tensor | None = None
         loss.sum().backward()
         opt.step()
     with torch.no_grad():
-        img = G(z)
+        img = generate(z)
         err = ((img - target_r).square() * known_r).flatten(1).sum(1).view(n, restarts)
         best = err.argmin(1) + torch.arange(n, device=device) * restarts
-    return z.detach()[best].cpu(), img[best].float().cpu()
+    return Inversion(z.detach()[best].cpu(), img[best].float().cpu(), None if c is None else c[best].cpu())
 
 
 def _known_part(img: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -71,7 +88,7 @@ def _default_features(target: torch.Tensor, device):
 def repair(G: nn.Module, img: torch.Tensor, fill: torch.Tensor, **search) -> torch.Tensor:
     """Fill the pixels where `fill` (N, 1, H, W) is True with G's best match to the rest of `img`
     (N, C, H, W) in [-1, 1]; the known pixels are kept as they are."""
-    _, generated = invert(G, img, ~fill, **search)
+    generated = invert(G, img, ~fill, **search).image
     return torch.where(fill.cpu(), generated, img.cpu())
 
 

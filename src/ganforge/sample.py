@@ -74,12 +74,7 @@ class LoadedGenerator:
     @torch.no_grad()
     def generate(self, z: torch.Tensor, class_: int | torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
         """G_ema of given latents (N, z_dim), on the CPU; `class_`: one class for all, or one per latent (N,)."""
-        classes = getattr(self.G, "num_classes", 0)
-        if class_ is not None and not classes:
-            raise UserError(f"{self.path} is not class-conditional: leave out the class")
-        c = None if class_ is None else torch.as_tensor(class_).expand(len(z))
-        if c is not None and not (0 <= c.min() and c.max() < classes):
-            raise UserError(f"class {class_} does not exist: this generator has classes 0 to {classes - 1}")
+        c = self._classes(class_, len(z))
         out = []
         for start in range(0, len(z), batch_size):
             chunk = z[start:start + batch_size].to(self.device)
@@ -97,10 +92,12 @@ class LoadedGenerator:
         path = [slerp(a, b, i / frames) for a, b in zip(z, z[1:]) for i in range(frames)]
         return self.generate(torch.stack(path + ([] if loop else [z[-1]])))
 
-    def invert(self, img: torch.Tensor, known: torch.Tensor | None = None, **search) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z, G(z)) closest to images (N, C, H, W) in [-1, 1] on their known pixels; see ganforge.inversion."""
+    def invert(self, img: torch.Tensor, known: torch.Tensor | None = None, **search):
+        """Inversion (z, image, class_): the latents (and, class-conditional, the classes) whose images
+        are closest to img (N, C, H, W) in [-1, 1] on its known pixels; see ganforge.inversion."""
         from ganforge.inversion import invert
 
+        self._classes(search.get("class_"), 1)
         return invert(self.G, self._images(img), known, **search)
 
     def repair(self, img: torch.Tensor, fill: torch.Tensor, **search) -> torch.Tensor:
@@ -108,7 +105,18 @@ class LoadedGenerator:
         replaced by G's best match to the rest."""
         from ganforge.inversion import repair
 
+        self._classes(search.get("class_"), 1)
         return repair(self.G, self._images(img), fill, **search)
+
+    def _classes(self, class_: int | torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """class_ (one for all, or one per item) as (n,) int64, checked against G's classes; None stays None."""
+        classes = getattr(self.G, "num_classes", 0)
+        if class_ is not None and not classes:
+            raise UserError(f"{self.path} is not class-conditional: leave out the class")
+        c = None if class_ is None else torch.as_tensor(class_).expand(n)
+        if c is not None and not (0 <= c.min() and c.max() < classes):
+            raise UserError(f"class {class_} does not exist: this generator has classes 0 to {classes - 1}")
+        return c
 
     def _images(self, img: torch.Tensor) -> torch.Tensor:
         if self.kind != "image":

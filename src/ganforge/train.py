@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,15 @@ def train(user: dict | None = None, resume: str | Path | None = None, progress: 
         dist.close(ranks)
 
 
+def with_class_default(cfg: TrainConfig, data: Dataset) -> TrainConfig:
+    """conditional=None becomes on for images labelled with 2 or more classes, off otherwise: told
+    the class, G makes far clearer images of each (BENCHMARKS.md, default training on MNIST)."""
+    if cfg.conditional is not None:
+        return cfg
+    labelled = data.labels is not None and len(data.class_names) > 1 and not data.labels_are_modes
+    return replace(cfg, conditional=labelled and cfg.arch in ("dcgan", "resnet"))
+
+
 def _train(user: dict, resume, progress: bool, ranks: dist.Dist, device_name: str) -> Path:
     started = ranks.broadcast_float(time.time())  # names a new run folder alike on every rank
     resume = resume if resume is not None else existing_run(user)
@@ -97,7 +106,7 @@ def _train(user: dict, resume, progress: bool, ranks: dist.Dist, device_name: st
         resolve(user, user.get("arch") or "dcgan")  # validate before the data is loaded
         data = load_source(user.get("data", TrainConfig.data), user.get("resolution", TrainConfig.resolution),
                            user.get("channels"), user.get("data_root", TrainConfig.data_root))
-        cfg = resolve(user, user.get("arch") or default_family(data.kind))
+        cfg = with_class_default(resolve(user, user.get("arch") or default_family(data.kind)), data)
         run_dir = new_run_dir(cfg, started)
         tensors, record, model = None, None, None
 
@@ -133,6 +142,9 @@ def _train(user: dict, resume, progress: bool, ranks: dist.Dist, device_name: st
         print(f"ganforge {__version__}: {'resuming' if resume is not None else 'training'} {run_dir} on {device}"
               f"{f' x {ranks.world} processes' if ranks.world > 1 else ''} from step {state.step} to {cfg.steps}")
         print("config: " + " ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
+        if cfg.conditional and "conditional" not in user and resume is None:
+            print(f"class-conditional on the data's {len(data.class_names)} classes (conditional=0 trains one "
+                  "model of them all); sample a class with --class K")
     while True:
         try:
             _loop(cfg, data, state, run)

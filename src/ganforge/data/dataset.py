@@ -13,7 +13,8 @@ class Dataset:
 
     images:  `data` is uint8 (N, C, H, W), C in {1, 3}, H == W == the chosen resolution.
     vectors: `data` is float32 (N, D).
-    `labels` is int64 (N,) when the source has classes, else None.
+    `labels` is int64 (N,) when the source has classes, else None. `labels_are_modes`: the labels
+    name the modes a benchmark counts (stacked-mnist), so training is not told them by default.
     `modes` (vector mixtures only) is float32 (K, D): the mixture's centres, with `sigma` their
     standard deviation; used to count covered modes.
     """
@@ -23,6 +24,7 @@ class Dataset:
     data: torch.Tensor
     labels: torch.Tensor | None = None
     class_names: tuple[str, ...] = ()
+    labels_are_modes: bool = False
     modes: torch.Tensor | None = None
     sigma: float | None = None
     info: dict = field(default_factory=dict)  # plain values worth recording in the run folder

@@ -74,7 +74,7 @@ def _stacked_mnist(resolution: int, channels: int | None, seed: int) -> Dataset:
     img = digits.data[pick][:, :, 0]                      # (N, 3, R, R): one digit per channel
     labels = digits.labels[pick] @ torch.tensor([100, 10, 1])
     return Dataset(name="stacked-mnist", kind="image", data=img, labels=labels,
-                   class_names=tuple(f"{k:03d}" for k in range(1000)),
+                   class_names=tuple(f"{k:03d}" for k in range(1000)), labels_are_modes=True,
                    info={"source": "stacked-mnist", "count": _STACKED_COUNT, "skipped": 0, "seed": seed})
 
 

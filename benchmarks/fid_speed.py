@@ -8,6 +8,10 @@ Features are synthetic but shaped like Inception pool features (non-negative, co
 a few hundred strong directions); both sides share everything but their seed and a small shift.
 Each repeat times, ganforge's then the reference's, the whole computation from the two [N, D] float64 arrays to the number, and
 its two parts: the statistics of both sets, and the distance from those statistics.
+
+It ends with the ceiling this machine puts on the whole FID: the two covariances need 2 N D (D + 1)
+float64 flops whatever the code, so at the machine's best float64 rate (a large square matmul,
+BLAS dgemm, best of 3) they take at least that many seconds.
 """
 from __future__ import annotations
 
@@ -48,6 +52,17 @@ def scipy_fid(f1: np.ndarray, f2: np.ndarray) -> tuple[float, float, float]:
     return fid, middle - start, time.perf_counter() - middle
 
 
+def float64_rate(size: int = 4096) -> float:
+    """GFLOP/s of a size x size float64 matmul (BLAS dgemm), the best of 3."""
+    a = torch.randn(size, size, dtype=torch.float64)
+    seconds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        a @ a
+        seconds.append(time.perf_counter() - start)
+    return 2 * size ** 3 / min(seconds) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=50_000)
@@ -77,6 +92,13 @@ def main() -> None:
     print(f"whole FID speed-up {median(theirs, 'whole') / median(ours, 'whole'):.2f}x "
           f"(statistics {median(theirs, 1) / median(ours, 1):.2f}x, distance {median(theirs, 2) / median(ours, 2):.2f}x); "
           f"relative difference {rel:.2e}")
+
+    rate = float64_rate()
+    floor = 2 * args.n * args.d * (args.d + 1) / (rate * 1e9)  # seconds for both covariances at that rate
+    print(f"ceiling: float64 matmul at {rate:.0f} GFLOP/s; the two covariances need at least {floor:.2f} s "
+          f"(ganforge's take {median(ours, 1):.2f} s, {floor / median(ours, 1):.0%} of that rate), so the whole FID "
+          f"can be at most {median(theirs, 'whole') / floor:.2f}x faster than the reference with a free distance "
+          f"step, {median(theirs, 'whole') / (floor + median(ours, 2)):.2f}x with ganforge's")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from ganforge.ema import ema_beta, refresh_batchnorm, update_ema
 from ganforge.errors import UserError
 from ganforge.logs import RunLog, is_terminal
 from ganforge.losses import LOSSES, gradient_penalty, r1_penalty
-from ganforge.models import FAMILIES, default_family
+from ganforge.models import CONDITIONAL_FAMILIES, FAMILIES, default_family
 from ganforge.runs import (
     existing_run,
     new_run_dir,
@@ -91,7 +91,7 @@ def with_class_default(cfg: TrainConfig, data: Dataset) -> TrainConfig:
     if cfg.conditional is not None:
         return cfg
     labelled = data.labels is not None and len(data.class_names) > 1 and not data.labels_are_modes
-    return replace(cfg, conditional=labelled and cfg.arch in ("dcgan", "resnet"))
+    return replace(cfg, conditional=labelled and cfg.arch in CONDITIONAL_FAMILIES)
 
 
 def _train(user: dict, resume, progress: bool, ranks: dist.Dist, device_name: str) -> Path:
@@ -116,7 +116,7 @@ def _train(user: dict, resume, progress: bool, ranks: dist.Dist, device_name: st
                         f"drop arch= or use arch={default_family(data.kind)}")
     if cfg.batch_size > len(data):
         raise UserError(f"batch_size {cfg.batch_size} is larger than the data set ({len(data)} items): lower it")
-    if cfg.conditional and (data.labels is None or cfg.arch not in ("dcgan", "resnet")):
+    if cfg.conditional and (data.labels is None or cfg.arch not in CONDITIONAL_FAMILIES):
         raise UserError(f"conditional=1 needs labelled images and the dcgan or resnet family; '{cfg.data}' has "
                         f"{'no labels' if data.labels is None else data.kind + 's'}: use mnist5k, digits, a folder "
                         "with one sub-folder per class, or a prepared file with labels")

@@ -51,6 +51,10 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+# Families whose G and D take class labels (conditional=1).
+CONDITIONAL_FAMILIES = ("dcgan", "resnet")
+
+
 def default_family(kind: str) -> str:
     """The family used for data of this kind when the user names none."""
     return {"image": "dcgan", "vector": "mlp"}[kind]

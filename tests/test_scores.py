@@ -44,21 +44,38 @@ def test_fid_matches_torch_fidelity_and_scipy_sqrtm():
     assert frechet_distance_from_stats(*feature_stats(real), *feature_stats(fake)) == pytest.approx(ours, rel=1e-12)
 
 
-def test_covariance_over_several_blocks_equals_numpy_cov(monkeypatch):
-    monkeypatch.setattr(scores, "COV_BLOCK", 4000)
-    x = features(n=9000, d=16, shift=2.0)                     # three blocks: 4,000, 4,000 and 1,000 rows
+def test_covariance_equals_numpy_cov():
+    x = features(n=3000, d=16, shift=2.0).astype(np.float64)
     mu, cov = feature_stats(x)
-    assert torch.allclose(mu, torch.from_numpy(x.astype(np.float64).mean(0)), rtol=0, atol=1e-12)
-    assert torch.allclose(cov, torch.from_numpy(np.cov(x.astype(np.float64), rowvar=False)), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(mu, torch.from_numpy(x.mean(0)), rtol=0, atol=1e-12)
+    assert torch.allclose(cov, torch.from_numpy(np.cov(x, rowvar=False)), rtol=1e-12, atol=1e-12)
     assert torch.equal(cov, cov.T)
 
 
+def test_covariance_of_a_mean_that_dwarfs_the_spread_is_taken_from_centred_blocks(monkeypatch):
+    # Mean 1e5, spread 1: X^T X - N mu mu^T would keep only ~6 digits, so the centred route runs,
+    # here over three blocks of 4,000, 4,000 and 1,000 rows.
+    monkeypatch.setattr(scores, "COV_BLOCK", 4000)
+    x = features(n=9000, d=16).astype(np.float64) + 1e5
+    mu, cov = feature_stats(x)
+    reference = np.cov(x, rowvar=False)
+    assert torch.allclose(cov, torch.from_numpy(reference), rtol=1e-9, atol=1e-9)
+    assert torch.equal(cov, cov.T)
+    n = len(x)
+    uncentred = (x.T @ x - n * np.outer(mu.numpy(), mu.numpy())) / (n - 1)
+    assert not np.allclose(uncentred, reference, rtol=1e-9, atol=1e-9)  # what the guard avoids
+
+
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # scipy's own sqrtm of a singular product
-@pytest.mark.parametrize("case", ["fewer samples than dimensions", "a feature that never varies"])
+@pytest.mark.parametrize("case", ["fewer samples than dimensions", "a feature that never varies",
+                                  "only the first set singular"])
 def test_fid_of_singular_covariances_matches_scipy_sqrtm(case):
-    # No Cholesky factor exists here: the distance takes its eigendecomposition route.
+    # No Cholesky factor of S2 exists in the first two cases: the distance takes its
+    # eigendecomposition route. A singular S1 alone keeps the generalised eigensolver's.
     if case == "fewer samples than dimensions":
         real, fake = features(n=20), features(n=24, shift=0.3, seed=1)
+    elif case == "only the first set singular":
+        real, fake = features(n=20), features(shift=0.3, seed=1)
     else:
         real, fake = features(), features(shift=0.3, seed=1)
         real[:, 5] = fake[:, 5] = 0.0

@@ -8,11 +8,15 @@ memory stays bounded however many samples there are.
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 import torch
 from scipy.linalg import blas
 
 BLOCK_FLOATS = 2**25  # pairwise distances are computed in row blocks of at most this many (256 MiB)
-COV_BLOCK = 16384  # rows per block of the covariance: one centred copy of COV_BLOCK x D floats at a time
+COV_BLOCK = 16384  # rows per block of a centred covariance: one centred copy of COV_BLOCK x D floats at a time
+# X^T X / N = mu mu^T + covariance: when a feature's squared mean is over this many times its
+# variance, subtracting mu mu^T would leave fewer than ~10 of float64's 16 digits.
+CANCELLATION = 1e6
 
 
 def as_features(x) -> torch.Tensor:
@@ -26,18 +30,30 @@ def as_features(x) -> torch.Tensor:
 def feature_stats(features) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and unbiased covariance (D, D) of [N, D] features, in float64.
 
-    The covariance is a symmetric rank-k update (BLAS syrk, half the arithmetic of a general matrix
-    product) over blocks of centred rows, so there is no centred copy of all N rows."""
+    The covariance is (X^T X - N mu mu^T) / (N - 1): one symmetric rank-k update (BLAS syrk, half
+    the arithmetic of a general matrix product) straight on the rows, starting from the rank-1
+    term, so there is no centred copy. That subtraction loses digits when a feature's mean dwarfs
+    its spread; where it would lose more than CANCELLATION allows, the covariance is taken again
+    from centred rows, COV_BLOCK at a time."""
     x = as_features(features)
     if len(x) < 2:
         raise ValueError("a covariance needs at least 2 samples")
-    mu = x.mean(0)
+    n, mu = len(x), x.mean(0)
+    start = np.outer(mu, mu * (-n / (n - 1))).T  # a Fortran-ordered view; syrk reads its upper triangle only
+    # Fortran reads the C-ordered (N, D) rows as their (D, N) transpose, so trans=0 gives X^T X.
+    upper = blas.dsyrk(1.0 / (n - 1), x.numpy().T, beta=1.0, c=start, trans=0, overwrite_c=1)
+    cov = _symmetric(torch.from_numpy(upper))
+    if (mu.square() > CANCELLATION * cov.diagonal()).any():
+        cov = _centred_covariance(x, mu)
+    return mu, cov
+
+
+def _centred_covariance(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
     upper = np.zeros((x.shape[1], x.shape[1]), order="F")
     for block in x.split(COV_BLOCK):
         centred = (block - mu).numpy()
-        # Fortran reads the C-ordered (B, D) block as its transpose, so trans=0 gives block^T block.
         upper = blas.dsyrk(1.0 / (len(x) - 1), centred.T, beta=1.0, c=upper, trans=0, overwrite_c=1)
-    return mu, _symmetric(torch.from_numpy(upper))
+    return _symmetric(torch.from_numpy(upper))
 
 
 def _symmetric(upper: torch.Tensor) -> torch.Tensor:
@@ -48,27 +64,21 @@ def _symmetric(upper: torch.Tensor) -> torch.Tensor:
 def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
     """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2)) (Heusel et al. 2017).
 
-    tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2. With Cholesky
-    factors S1 = L1 L1^T and S2 = L2 L2^T, those are the eigenvalues of the symmetric B B^T,
-    B = L1^T L2 (similar to S1 S2), so one symmetric eigenvalue problem without eigenvectors
-    replaces scipy.linalg.sqrtm's general matrix square root. A singular covariance (fewer samples
-    than dimensions, a feature that never varies) has no Cholesky factor; it goes through
-    S1^(1/2) S2 S1^(1/2), the same eigenvalues from one more, full eigendecomposition."""
-    mu1, mu2 = (torch.as_tensor(m, dtype=torch.float64) for m in (mu1, mu2))
-    s1, s2 = (torch.as_tensor(s, dtype=torch.float64) for s in (sigma1, sigma2))
-    l1, bad1 = torch.linalg.cholesky_ex(s1)
-    l2, bad2 = torch.linalg.cholesky_ex(s2)
-    if bad1 or bad2:
-        eigval, eigvec = torch.linalg.eigh(s1)
-        root1 = (eigvec * eigval.clamp(min=0).sqrt()) @ eigvec.T   # S1^(1/2)
-        middle = root1 @ s2 @ root1
-        middle = (middle + middle.T) / 2
-    else:
-        b = blas.dtrmm(1.0, l1.numpy(), l2.numpy(), side=0, lower=1, trans_a=1)   # L1^T L2, both triangular
-        middle = _symmetric(torch.from_numpy(blas.dsyrk(1.0, b, trans=0)))       # B B^T
-    trace_root = torch.linalg.eigvalsh(middle).clamp(min=0).sqrt().sum()
+    tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2. LAPACK's
+    generalised symmetric eigensolver finds those eigenvalues alone (its problem type 2,
+    A B x = lambda x: a Cholesky factor S2 = L L^T, then the symmetric L^T S1 L), in place of
+    scipy.linalg.sqrtm's general matrix square root. A singular S2 (fewer samples than dimensions,
+    a feature that never varies) has no Cholesky factor; then the eigenvalues come from
+    S1^(1/2) S2 S1^(1/2), by one more, full eigendecomposition."""
+    mu1, mu2, s1, s2 = (torch.as_tensor(t, dtype=torch.float64).cpu().numpy() for t in (mu1, mu2, sigma1, sigma2))
+    try:
+        eigenvalues = scipy.linalg.eigh(s1, s2, type=2, eigvals_only=True, driver="gv", check_finite=False)
+    except np.linalg.LinAlgError:
+        eigval, eigvec = np.linalg.eigh(s1)
+        root1 = (eigvec * np.sqrt(eigval.clip(min=0))) @ eigvec.T   # S1^(1/2)
+        eigenvalues = np.linalg.eigvalsh(root1 @ s2 @ root1)
     diff = mu1 - mu2
-    return float(diff @ diff + s1.trace() + s2.trace() - 2 * trace_root)
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(eigenvalues.clip(min=0)).sum())
 
 
 def frechet_distance(real, fake) -> float:

@@ -90,10 +90,11 @@ PRESETS: dict[str, dict] = {
     # Measured on ring8 and grid25 (BENCHMARKS.md): without R1 a plain GAN collapses to a blob that
     # wanders between modes; R1 holds every mode and the large, decaying learning rate makes
     # the modes sharp. The relativistic loss with R1 and R2 (R3GAN's objective), lazily every 4
-    # steps, for 20,000 steps, in 2.2-3.1 minutes on 2 CPU cores (BENCHMARKS.md). Adam with beta1 = 0 and gammas
-    # of 0.03 (not 0.1) let D resolve where the modes sit: over seeds 0-4, 0.979 of ring8's and
-    # 0.974 of grid25's samples within 3 sigma, against 0.972 and 0.958 with gamma 0.1 and beta1 0.5.
-    "mlp": dict(z_dim=16, g_width=128, d_width=128, batch_size=512, steps=20000, loss="rpgan",
+    # steps. Adam with beta1 = 0 and gammas of 0.03 (not 0.1) let D resolve where the modes sit.
+    # 16,000 steps take 1.9-2.5 minutes on 2 CPU cores, with 0.980 of ring8's and 0.970 of
+    # grid25's samples within 3 sigma over seeds 0-4; 20,000 steps gave 0.979 and 0.974 but ran
+    # past 3 minutes on a slow day.
+    "mlp": dict(z_dim=16, g_width=128, d_width=128, batch_size=512, steps=16000, loss="rpgan",
                 lr_g=2e-3, lr_d=2e-3, beta1=0.0, beta2=0.99, lr_decay="linear", r1_gamma=0.03, r2_gamma=0.03,
                 r1_every=4, ema_kimg=20.0,
                 log_every=100, sample_every=2000, checkpoint_every=4000),

@@ -72,7 +72,7 @@ def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
     S1^(1/2) S2 S1^(1/2), by one more, full eigendecomposition."""
     mu1, mu2, s1, s2 = (torch.as_tensor(t, dtype=torch.float64).cpu().numpy() for t in (mu1, mu2, sigma1, sigma2))
     try:
-        eigenvalues = scipy.linalg.eigh(s1, s2, type=2, eigvals_only=True, driver="gv", check_finite=False)
+        eigenvalues = scipy.linalg.eigh(s1, s2, type=2, eigvals_only=True, driver="gv")
     except np.linalg.LinAlgError:
         eigval, eigvec = np.linalg.eigh(s1)
         root1 = (eigvec * np.sqrt(eigval.clip(min=0))) @ eigvec.T   # S1^(1/2)

@@ -10,7 +10,7 @@ import torch
 from ganforge.cli import main
 from ganforge.errors import UserError
 from ganforge.metrics import extractors
-from ganforge.metrics.evaluate import cached_features, evaluate, memorisation_check
+from ganforge.metrics.evaluate import cached_features, evaluate, load_images, memorisation_check
 from ganforge.metrics.extractors import Extractor, inception_extractor, mnist_extractor
 
 
@@ -140,6 +140,16 @@ def test_cli_eval_of_a_run_writes_eval_json_and_nearest_png(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["metrics"]["fid"] == pytest.approx(report["metrics"]["fid"], rel=1e-9)
     assert main(["eval", str(run), "--n", "60", "--metrics", "fid", "--cache", "none", "--out", str(tmp_path / "k")]) == 0
     assert "FID from fewer samples (60) than feature dimensions (128)" in capsys.readouterr().out
+
+
+def test_a_conditional_runs_samples_are_the_same_whichever_batch_makes_them(tmp_path):
+    # nearest.png remakes the closest samples by index: each must be the image the metrics measured.
+    assert main(["train", "--data", "digits", "--resolution", "16", "--steps", "2", "--out", str(tmp_path),
+                 "--name", "r", "--no-progress", "g_width=8", "d_width=8", "batch_size=16"]) == 0
+    fakes = load_images(tmp_path / "r", n=30, seed=0)
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["config"]["conditional"]
+    picked = torch.tensor([7, 3, 25, 12])
+    assert torch.equal(fakes.make(picked), fakes.make(torch.arange(30))[picked])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -68,10 +68,13 @@ def load_images(spec: str | Path, n: int | None, seed: int, resolution: int | No
                             "(2-D mixtures are judged with benchmarks/check_samples.py)")
         count = n or 10_000
         z = latents(count, gen.G.z_dim, seed)
+        classes = getattr(gen.G, "num_classes", 0)
 
-        @torch.no_grad()
         def make(idx):
-            return to_uint8(gen.G(z[idx].to(gen.device)).float()).cpu()
+            # Sample i is of class i mod K in any batch, so that nearest.png remakes the very
+            # samples the metrics measured (G alone would cycle classes by position in the batch).
+            c = torch.arange(count)[idx] % classes if classes else None
+            return to_uint8(gen.generate(z[idx], c))
 
         c, r = gen.model["G"].get("channels", 1), gen.config["resolution"]
         return ImageSet(count, (c, r, r), make, dict(kind="generator", path=str(gen.path), step=gen.step,

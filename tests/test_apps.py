@@ -14,6 +14,7 @@ from ganforge.config import parse_value, resolve
 from ganforge.data import Dataset
 from ganforge.errors import UserError
 from ganforge.inversion import invert, slerp
+from ganforge.sample import latents
 from ganforge.train import with_class_default
 
 
@@ -148,6 +149,9 @@ def test_labelled_images_train_a_conditional_run_that_samples_the_class_asked_fo
     # Without a class, seed s is drawn from class s mod 10, alone or in any batch.
     assert torch.equal(gen.sample_seeds([13]), gen.sample_seeds([5, 13])[1:])
     assert torch.equal(gen.sample_seeds([13]), gen.sample_seeds([13], class_=3))
+    # And sample i of `sample` is of class i mod 10, however the samples are batched.
+    assert torch.equal(gen.sample(30, seed=0, batch_size=7), gen.sample(30, seed=0))
+    assert torch.equal(gen.sample(30, seed=0)[23], gen.generate(latents(30, gen.G.z_dim, 0)[23:24], 3)[0])
     assert main(["sample", str(tmp_path / "c"), "--class", "3", "--seeds", "0-1", "--out", str(tmp_path / "s")]) == 0
     assert main(["sample", str(tmp_path / "c"), "--class", "10", "--out", str(tmp_path / "x.png")]) == 2
     assert "classes 0 to 9" in capsys.readouterr().err

@@ -61,7 +61,8 @@ class LoadedGenerator:
     def sample(self, n: int, seed: int = 0, truncation: float = 1.0, class_: int | None = None,
                batch_size: int = 256) -> torch.Tensor:
         """n samples on the CPU: images (n, C, H, W) in [-1, 1], vectors (n, D). `truncation` < 1
-        scales z towards the prior's mean (fewer odd samples, less variety)."""
+        scales z towards the prior's mean (fewer odd samples, less variety). A class-conditional
+        generator without `class_` draws sample i from class i mod K."""
         return self.generate(latents(n, self.G.z_dim, seed) * _truncation(truncation), class_, batch_size)
 
     def sample_seeds(self, seeds: list[int], truncation: float = 1.0, class_: int | None = None) -> torch.Tensor:
@@ -109,12 +110,15 @@ class LoadedGenerator:
         return repair(self.G, self._images(img), fill, **search)
 
     def _classes(self, class_: int | torch.Tensor | None, n: int) -> torch.Tensor | None:
-        """class_ (one for all, or one per item) as (n,) int64, checked against G's classes; None stays None."""
+        """class_ (one for all, or one per item) as (n,) int64, checked against G's classes. Without
+        class_, a class-conditional G's item i is of class i mod K, however the items are batched."""
         classes = getattr(self.G, "num_classes", 0)
-        if class_ is not None and not classes:
+        if class_ is None:
+            return torch.arange(n) % classes if classes else None
+        if not classes:
             raise UserError(f"{self.path} is not class-conditional: leave out the class")
-        c = None if class_ is None else torch.as_tensor(class_).expand(n)
-        if c is not None and not (0 <= c.min() and c.max() < classes):
+        c = torch.as_tensor(class_).expand(n)
+        if not (0 <= c.min() and c.max() < classes):
             raise UserError(f"class {class_} does not exist: this generator has classes 0 to {classes - 1}")
         return c
 

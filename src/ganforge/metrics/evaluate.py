@@ -71,8 +71,8 @@ def load_images(spec: str | Path, n: int | None, seed: int, resolution: int | No
         classes = getattr(gen.G, "num_classes", 0)
 
         def make(idx):
-            # Sample i is of class i mod K in any batch, so that nearest.png remakes the very
-            # samples the metrics measured (G alone would cycle classes by position in the batch).
+            # Sample i is of class i mod K whichever indices are asked for, so that nearest.png
+            # remakes the very samples the metrics measured.
             c = torch.arange(count)[idx] % classes if classes else None
             return to_uint8(gen.generate(z[idx], c))
 

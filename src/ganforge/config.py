@@ -98,9 +98,10 @@ PRESETS: dict[str, dict] = {
                 lr_g=2e-3, lr_d=2e-3, beta1=0.0, beta2=0.99, lr_decay="linear", r1_gamma=0.03, r2_gamma=0.03,
                 r1_every=4, ema_kimg=20.0,
                 log_every=100, sample_every=2000, checkpoint_every=4000),
-    # Not yet measured here: SNGAN's sizes (z 128; at 32 px G's widest layer 256 channels, D's 128)
-    # with the hinge loss and the recipe for one D step per G step of SAGAN (Zhang et al. 2019):
-    # Adam with betas 0/0.9 and learning rates 1e-4 for G, 4e-4 for D.
+    # SNGAN's sizes (z 128; at 32 px G's widest layer 256 channels, D's 128) with the hinge loss and
+    # the recipe for one D step per G step of SAGAN (Zhang et al. 2019): Adam with betas 0/0.9 and
+    # learning rates 1e-4 for G, 4e-4 for D. On mnist5k (one seed, BENCHMARKS.md): 0.991 of its
+    # digits recognised but recall 0.48 (DCGAN preset: 0.85), in 19 minutes on 2 CPU cores.
     "resnet": dict(z_dim=128, g_width=32, d_width=16, loss="hinge", lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.9),
 }
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-MIXTURES = {  # name: (centres (K, 2), sigma)
-    "ring8": (np.stack([np.cos(2 * np.pi * np.arange(8) / 8), np.sin(2 * np.pi * np.arange(8) / 8)], 1), 0.01),
-    "grid25": (np.array([(x, y) for x in range(-4, 5, 2) for y in range(-4, 5, 2)], dtype=np.float64), 0.05),
-}
+from ganforge.data import load_source
+
+MIXTURES = ("ring8", "grid25")
 
 
 def main() -> None:
@@ -26,7 +25,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, (centres, sigma) in MIXTURES.items():
+    for name in MIXTURES:
+        source = load_source(name)  # the built-in mixture's centres (K, 2) and sigma; its points are not used
+        centres, sigma = source.modes.double().numpy(), source.sigma
         rng = np.random.default_rng(args.seed)
         points = centres[rng.integers(len(centres), size=args.n)] + rng.normal(scale=sigma, size=(args.n, 2))
         path = args.out / f"{name}-numpy.npy"

@@ -5,7 +5,7 @@ histogram to uniform (the protocol of VEEGAN, PacGAN and R3GAN: 26,000 samples).
     python benchmarks/stacked_mnist.py --run runs/stacked --seeds 0   # judges a run
 
 Each run is `python -m ganforge train --data stacked-mnist --seed S` plus the settings given (the
-data: 25,000 colour images whose 3 channels are independent mnist5k digits, 32 px). Its EMA
+data: 128,000 colour images whose 3 channels are independent mnist5k digits, 32 px). Its EMA
 generator draws 26,000 samples (z from seed 1000); the shipped digit classifier names the digit
 in each channel, and the triple is the mode. A perfect generator's histogram of 26,000 samples has
 KL ~0.019 from sampling noise alone. CPU time is the training process's user + system time.

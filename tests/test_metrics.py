@@ -253,7 +253,7 @@ def test_stacked_mnist_source_and_its_mode_count():
     from ganforge.metrics import stacked_mnist_report
 
     ds = load_source("stacked-mnist", 32)
-    assert ds.data.shape == (25_000, 3, 32, 32) and ds.data.dtype == torch.uint8
+    assert ds.data.shape == (128_000, 3, 32, 32) and ds.data.dtype == torch.uint8
     assert torch.unique(ds.labels).numel() == 1000          # every triple of digits is in the data
     real = stacked_mnist_report(ds.data[:3000])
     truth = torch.unique(ds.labels[:3000]).numel()         # ~950 of the modes occur in 3,000 draws

@@ -95,7 +95,7 @@ def main() -> None:
         cold = drop_page_cache()
         peak = evaluate(str(real))
         small = evaluate("digits")
-        print(f"\n| real side of `ganforge eval` | images | decoded size (MiB) | peak RSS (MiB) |")
+        print("\n| real side of `ganforge eval` | images | decoded size (MiB) | peak RSS (MiB) |")
         print("|---|---|---|---|")
         print(f"| memory-mapped .npy, 32x32x3, {'cold page cache' if cold else 'page cache not emptied'} "
               f"| {args.eval_n:,} | {decoded:.0f} | {peak:.0f} |")

@@ -260,3 +260,5 @@ def test_stacked_mnist_source_and_its_mode_count():
     assert abs(real["modes"] - truth) <= 15 and real["kl"] < 0.25   # the judge reads the triples back
     collapsed = stacked_mnist_report(ds.data[:1].expand(500, -1, -1, -1))
     assert collapsed["modes"] == 1 and collapsed["kl"] == pytest.approx(math.log(1000), rel=1e-9)
+    assert collapsed["channel_kl"] == pytest.approx([math.log(10)] * 3, rel=1e-9)
+    assert max(real["channel_kl"]) < 0.01                  # mnist5k holds 500 of each digit

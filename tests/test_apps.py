@@ -15,7 +15,7 @@ from ganforge.data import Dataset
 from ganforge.errors import UserError
 from ganforge.inversion import invert, slerp
 from ganforge.sample import latents
-from ganforge.train import with_class_default
+from ganforge.train import with_data_defaults
 
 
 @pytest.fixture(scope="module")
@@ -173,17 +173,28 @@ def test_class_conditional_is_on_by_default_for_labelled_images_only():
     two = torch.tensor([0, 1, 0, 1])
     auto = resolve({}, "dcgan")
     assert auto.conditional is None
-    assert with_class_default(auto, Dataset("d", "image", img, two, ("a", "b"))).conditional is True
-    assert with_class_default(resolve({}, "resnet"), Dataset("d", "image", img, two, ("a", "b"))).conditional is True
-    assert with_class_default(auto, Dataset("d", "image", img)).conditional is False       # no labels
-    assert with_class_default(auto, Dataset("d", "image", img, two * 0, ("a",))).conditional is False  # one class
+    assert with_data_defaults(auto, Dataset("d", "image", img, two, ("a", "b"))).conditional is True
+    assert with_data_defaults(resolve({}, "resnet"), Dataset("d", "image", img, two, ("a", "b"))).conditional is True
+    assert with_data_defaults(auto, Dataset("d", "image", img)).conditional is False       # no labels
+    assert with_data_defaults(auto, Dataset("d", "image", img, two * 0, ("a",))).conditional is False  # one class
     modes = Dataset("d", "image", img, two, ("a", "b"), labels_are_modes=True)  # stacked-mnist's modes
-    assert with_class_default(auto, modes).conditional is False
+    assert with_data_defaults(auto, modes).conditional is False
     told = resolve({"conditional": parse_value("conditional", "off")}, "dcgan")
-    assert with_class_default(told, Dataset("d", "image", img, two, ("a", "b"))).conditional is False
+    assert with_data_defaults(told, Dataset("d", "image", img, two, ("a", "b"))).conditional is False
     assert parse_value("conditional", "auto") is None and parse_value("conditional", "1") is True
     with pytest.raises(UserError, match="needs true or false"):
         parse_value("conditional", "maybe")
+
+
+def test_the_mlp_latent_is_twice_the_data_dimension_unless_set():
+    def points(dim):
+        return Dataset("d", "vector", torch.zeros(8, dim))
+
+    assert resolve({}, "mlp").z_dim is None
+    assert with_data_defaults(resolve({}, "mlp"), points(2)).z_dim == 4
+    assert with_data_defaults(resolve({}, "mlp"), points(10)).z_dim == 20
+    assert with_data_defaults(resolve({"z_dim": 16}, "mlp"), points(2)).z_dim == 16
+    assert with_data_defaults(resolve({}, "dcgan"), points(2)).z_dim == 100   # only the mlp preset leaves it open
 
 
 class ClassPainter(nn.Module):

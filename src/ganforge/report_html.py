@@ -143,14 +143,15 @@ def eval_numbers(metrics: dict) -> list[tuple[str, str]]:
 
 
 def _changed(cfg: dict) -> set[str]:
-    """The settings that differ from the family's preset (none when the preset cannot be built)."""
+    """The settings that differ from the family's preset (none when the preset cannot be built;
+    a preset's None is filled in from the data, so it never counts)."""
     from ganforge.config import resolve
 
     try:
         preset = resolve({}, cfg.get("arch", "dcgan")).to_dict()
     except (UserError, TypeError, ValueError):
         return set()
-    return {k for k, v in cfg.items() if k in preset and preset[k] != v}
+    return {k for k, v in cfg.items() if k in preset and preset[k] is not None and preset[k] != v}  # None: from the data
 
 
 def _table(rows, head=(), raw: bool = False) -> str:

@@ -88,8 +88,8 @@ def train(user: dict | None = None, resume: str | Path | None = None, progress: 
 def with_data_defaults(cfg: TrainConfig, data: Dataset) -> TrainConfig:
     """The settings left to the data. conditional=None becomes on for images labelled with 2 or
     more classes, off otherwise: told the class, G makes far clearer images of each. z_dim=None
-    (the mlp preset) becomes twice the vectors' dimension: on 2-D mixtures a latent of 4 left
-    fewer samples between the modes than 2, 8, 16 or 64 (BENCHMARKS.md for both)."""
+    (the mlp preset) becomes twice the vectors' dimension: on 2-D mixtures latents of 4 and 2
+    left fewer samples between the modes than 8, 16 or 64 (BENCHMARKS.md for both)."""
     if cfg.conditional is None:
         labelled = data.labels is not None and len(data.class_names) > 1 and not data.labels_are_modes
         cfg = replace(cfg, conditional=labelled and cfg.arch in CONDITIONAL_FAMILIES)

@@ -49,9 +49,7 @@ def mode_report(
 
     per_mode_counts = torch.bincount(nearest[good], minlength=k)  # (K,)
     per_mode_assigned = torch.bincount(nearest, minlength=k)  # (K,)
-    p = per_mode_assigned.double() / n
-    nonzero = p > 0
-    reverse_kl = (p[nonzero] * torch.log(p[nonzero] * k)).sum().item()
+    reverse_kl = _kl_to_uniform(per_mode_assigned.double() / n)
 
     return {
         "n": n,

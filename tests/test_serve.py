@@ -197,8 +197,11 @@ def test_vector_generators_get_a_scatter_plot(tmp_path):
 
 
 def test_the_cli_prints_the_address_serves_and_stops_on_ctrl_c(base, run, capsys):
+    # A shell's background jobs inherit SIGINT ignored, and Python then never raises KeyboardInterrupt:
+    # the child starts with the default disposition whatever started the tests.
     proc = subprocess.Popen([sys.executable, "-m", "ganforge", "serve", str(run), "--port", "0", "--device", "cpu"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         address = line.split(" at ")[1].split()[0]

@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _defaults(key: str) -> str:
     """'default X', plus the value of each family preset that differs."""
-    presets = "".join(f", {arch} {'from the data' if p[key] is None else p[key]}" for arch, p in PRESETS.items() if key in p)
+    presets = "".join(f", {arch} {'from the data' if p[key] is None else p[key]}"
+                      for arch, p in PRESETS.items() if key in p)
     return f"default {getattr(TrainConfig, key)}{presets}"
 
 

@@ -114,7 +114,7 @@ class LoadedGenerator:
         class_, a class-conditional G's item i is of class i mod K, however the items are batched."""
         classes = getattr(self.G, "num_classes", 0)
         if class_ is None:
-            return torch.arange(n) % classes if classes else None
+            return cycled_classes(n, classes)
         if not classes:
             raise UserError(f"{self.path} is not class-conditional: leave out the class")
         c = torch.as_tensor(class_).expand(n)
@@ -135,6 +135,11 @@ def _truncation(psi: float) -> float:
     if not 0 < psi <= 1:
         raise UserError(f"truncation must be in (0, 1], got {psi}")
     return psi
+
+
+def cycled_classes(n: int, num_classes: int) -> torch.Tensor | None:
+    """Item i's class, i mod K, for n items of a class-conditional G with K classes; None for K = 0."""
+    return torch.arange(n) % num_classes if num_classes else None
 
 
 def load_generator(run_or_checkpoint: str | Path, device: str = "auto") -> LoadedGenerator:

@@ -94,7 +94,7 @@ def with_data_defaults(cfg: TrainConfig, data: Dataset) -> TrainConfig:
         labelled = data.labels is not None and len(data.class_names) > 1 and not data.labels_are_modes
         cfg = replace(cfg, conditional=labelled and cfg.arch in CONDITIONAL_FAMILIES)
     if cfg.z_dim is None:
-        cfg = replace(cfg, z_dim=2 * data.data.shape[1] if data.kind == "vector" else TrainConfig.z_dim)
+        cfg = replace(cfg, z_dim=2 * data.data.shape[1])  # only the mlp preset, for vectors, leaves it open
     return cfg
 
 

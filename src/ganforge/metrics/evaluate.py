@@ -60,7 +60,7 @@ def load_images(spec: str | Path, n: int | None, seed: int, resolution: int | No
     """A run/checkpoint (n samples from `seed`, the same as `ganforge sample`) or a data source
     (n of its images drawn with `seed`, all when n is None)."""
     if _is_run(spec):
-        from ganforge.sample import latents, load_generator
+        from ganforge.sample import cycled_classes, latents, load_generator
 
         gen = load_generator(spec)
         if gen.kind != "image":
@@ -68,13 +68,12 @@ def load_images(spec: str | Path, n: int | None, seed: int, resolution: int | No
                             "(2-D mixtures are judged with benchmarks/check_samples.py)")
         count = n or 10_000
         z = latents(count, gen.G.z_dim, seed)
-        classes = getattr(gen.G, "num_classes", 0)
+        # Sample i is of class i mod K whichever indices are asked for, so that nearest.png remakes
+        # the very samples the metrics measured.
+        classes = cycled_classes(count, getattr(gen.G, "num_classes", 0))
 
         def make(idx):
-            # Sample i is of class i mod K whichever indices are asked for, so that nearest.png
-            # remakes the very samples the metrics measured.
-            c = torch.arange(count)[idx] % classes if classes else None
-            return to_uint8(gen.generate(z[idx], c))
+            return to_uint8(gen.generate(z[idx], None if classes is None else classes[idx]))
 
         c, r = gen.model["G"].get("channels", 1), gen.config["resolution"]
         return ImageSet(count, (c, r, r), make, dict(kind="generator", path=str(gen.path), step=gen.step,

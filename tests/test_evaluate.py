@@ -1,5 +1,6 @@
 """Feature extractors, the feature cache, the memorisation check and `ganforge eval`, offline."""
 import json
+import math
 import pickle
 import urllib.error
 
@@ -180,3 +181,14 @@ def test_eval_every_logs_fid_and_keeps_the_best_checkpoint(tmp_path):
     assert record["best_fid"] == min(fids.values()) and fids[record["step"]] == record["best_fid"]
     assert checkpoint.find(run).name == "step-0000006.safetensors"   # resume still takes the newest
     assert load_generator(best).step == record["step"]
+
+
+def test_a_diverged_g_emas_fid_is_nan_not_an_error():
+    from ganforge.config import resolve
+    from ganforge.data import load_source
+    from ganforge.train import _fid_judge
+
+    data = load_source("digits", 16, 1)
+    judge = _fid_judge(resolve({"data": "digits", "resolution": 16, "eval_n": 20}, "dcgan"), data, torch.device("cpu"))
+    assert judge(lambda z: torch.zeros(len(z), 1, 16, 16)) > 0
+    assert math.isnan(judge(lambda z: torch.full((len(z), 1, 16, 16), float("nan"))))

@@ -168,3 +168,11 @@ def test_bad_shapes_are_refused():
         frechet_distance(np.zeros(10), np.zeros(10))
     with pytest.raises(ValueError, match="more than k=3"):
         precision_recall(np.zeros((3, 2)), np.zeros((10, 2)))
+
+
+def test_fid_of_non_finite_features_says_so():
+    good = torch.randn(50, 4, dtype=torch.float64)
+    bad = good.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        frechet_distance(good, bad)

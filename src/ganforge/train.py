@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -291,7 +292,7 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
             if eval_now and judge is not None:
                 fid = judge(G_ema)
                 logs.fid(state.step, state.nimg, fid)
-                if state.best_fid is None or fid < state.best_fid:
+                if math.isfinite(fid) and (state.best_fid is None or fid < state.best_fid):
                     state.best_fid = fid
                     _save_checkpoint(state, cfg, run, best=True)
             if sample_now and ranks.main:
@@ -383,6 +384,8 @@ def _fid_judge(cfg: TrainConfig, data: Dataset, device: torch.device):
     @torch.no_grad()
     def judge(G_ema) -> float:
         fake = torch.cat([G_ema(chunk.to(device)).float() for chunk in z.split(250)])
+        if not fake.isfinite().all():
+            return float("nan")  # a diverged G_ema: logged as NaN, never kept as the best
         return frechet_distance(real_features, extractor(fake)[0])
 
     return judge

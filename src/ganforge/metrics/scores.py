@@ -71,6 +71,8 @@ def frechet_distance_from_stats(mu1, sigma1, mu2, sigma2) -> float:
     a feature that never varies) has no Cholesky factor; then the eigenvalues come from
     S1^(1/2) S2 S1^(1/2), by one more, full eigendecomposition."""
     mu1, mu2, s1, s2 = (torch.as_tensor(t, dtype=torch.float64).cpu().numpy() for t in (mu1, mu2, sigma1, sigma2))
+    if not all(np.isfinite(t).all() for t in (mu1, mu2, s1, s2)):
+        raise ValueError("features hold NaN or inf (a diverged generator?): FID needs finite features")
     try:
         eigenvalues = scipy.linalg.eigh(s1, s2, type=2, eigvals_only=True, driver="gv")
     except np.linalg.LinAlgError:

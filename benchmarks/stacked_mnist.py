@@ -35,13 +35,14 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("settings", nargs="*", metavar="key=value")
     args = parser.parse_args()
-    out = Path(args.out or tempfile.mkdtemp(prefix="ganforge-stacked-"))
+    out = Path(args.out) if args.out else None  # a temporary folder only when something is trained
 
     print("| seed | minutes (wall) | CPU minutes | steps | modes (of 1,000) | KL to uniform | channel KLs |\n"
           "|---|---|---|---|---|---|---|")
     for seed in args.seeds:
         run, wall, cpu = args.run, float("nan"), float("nan")
         if run is None:
+            out = out or Path(tempfile.mkdtemp(prefix="ganforge-stacked-"))
             run = out / f"seed{seed}"
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()

@@ -8,14 +8,22 @@ import sys
 from ganforge.config import HELP, PRESETS, TrainConfig, parse_overrides
 from ganforge.errors import UserError
 
+
+def _preset_defaults(key: str) -> str:
+    """Each preset's value of a setting, e.g. 'dcgan 6000, resnet 2000, mlp 16000' (from PRESETS,
+    so the help cannot drift from them)."""
+    default = getattr(TrainConfig(), key)
+    return ", ".join(f"{arch} {preset.get(key, default)}" for arch, preset in PRESETS.items())
+
+
 # Flags of `train` that are shorthands for settings (the rest are given as key=value).
 TRAIN_FLAGS = {
     "data": "data source: a name from `ganforge datasets`, a folder of images or a .npy file (default mnist5k)",
     "out": "parent folder of run folders (default runs)",
     "name": "run folder name (default <data>-<date>-<time>)",
-    "steps": "training steps, each one D and one G update (default 6000 for images, 8000 for vectors)",
+    "steps": f"training steps, each one D and one G update (default by preset: {_preset_defaults('steps')})",
     "seed": "random seed; the same seed and settings give the same weights on CPU (default 0)",
-    "batch_size": "images (or points) per step (default 32 for images, 512 for vectors)",
+    "batch_size": f"images (or points) per step (default by preset: {_preset_defaults('batch_size')})",
     "resolution": "image side in pixels, a power of two from 16 to 256 (default 32)",
     "arch": "model family: dcgan or resnet (images), mlp (vectors); default: chosen from the data",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default auto)",

@@ -73,8 +73,8 @@ def new_state(cfg: TrainConfig, model: dict, device: torch.device, n: int) -> St
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     betas = (cfg.beta1, cfg.beta2)
     return State(G, D, G_ema,
-                 torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=betas),
-                 torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas),
+                 torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=betas, foreach=True),
+                 torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas, foreach=True),
                  z_generator=torch.Generator().manual_seed(cfg.seed + 1),
                  order=BatchOrder(n, cfg.seed + 2),
                  aug_p=1.0 if cfg.augment == "diffaug" else 0.0)

@@ -22,7 +22,7 @@ TRAIN_FLAGS = {
     "out": "parent folder of run folders (default runs)",
     "name": "run folder name (default <data>-<date>-<time>)",
     "steps": f"training steps, each one D and one G update (default by preset: {_preset_defaults('steps')})",
-    "seed": "random seed; the same seed and settings give the same weights on CPU (default 0)",
+    "seed": "random seed; the same seed and settings give the same weights on CPU at the same thread count (default 0)",
     "batch_size": f"images (or points) per step (default by preset: {_preset_defaults('batch_size')})",
     "resolution": "image side in pixels, a power of two from 16 to 256 (default 32)",
     "arch": "model family: dcgan or resnet (images), mlp (vectors); default: chosen from the data",

@@ -10,7 +10,7 @@ from ganforge.errors import UserError
 
 
 def _preset_defaults(key: str) -> str:
-    """Each preset's value of a setting, e.g. 'dcgan 6000, resnet 2000, mlp 16000' (from PRESETS,
+    """Each preset's value of a setting, e.g. 'dcgan 6000, mlp 16000, resnet 2000' (from PRESETS,
     so the help cannot drift from them)."""
     default = getattr(TrainConfig(), key)
     return ", ".join(f"{arch} {preset.get(key, default)}" for arch, preset in PRESETS.items())

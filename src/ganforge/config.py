@@ -91,7 +91,7 @@ PRESETS: dict[str, dict] = {
     # wanders between modes; R1 holds every mode and the large, decaying learning rate makes
     # the modes sharp. The relativistic loss with R1 and R2 (R3GAN's objective), lazily every 4
     # steps. Adam with beta1 = 0 and gammas of 0.03 (not 0.1) let D resolve where the modes sit.
-    # 16,000 steps take about 2 minutes on 2 CPU cores (20,000 ran past 3 on a slow day). A small
+    # 16,000 steps take 2-2.5 minutes on 2 CPU cores (20,000 ran past 3 on a slow day). A small
     # latent leaves fewer samples on the paths between modes: on 2-D data z of 4 and 2 beat 8, 16
     # and 64, so z_dim=None asks for twice the data's dimension (4 there). A G_ema half-life of
     # 100k points (not 20k) averages out more of G's jitter about each mode, at no cost: 0.988 of

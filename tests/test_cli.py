@@ -78,6 +78,8 @@ def test_same_seed_same_weights_and_resume_is_exact(tmp_path, monkeypatch):
     assert len(a) > 10
     assert all(torch.equal(a[k], b[k]) for k in a)  # same seed and config: identical weights
     assert all(torch.equal(a[k], c[k]) for k in a)  # interrupted at 6 and resumed: identical too
+    recorded = json.loads((tmp_path / "a" / "config.json").read_text())  # what else the same weights need
+    assert (recorded["torch"], recorded["cpu_threads"]) == (torch.__version__, torch.get_num_threads())
     other = tmp_path / "d"
     main(["train", *map(str, args), "--steps", "9", "--name", "d", "--seed", "1", "--no-progress"])
     assert not torch.equal(a["G.net.0.weight"], weights(other, "G")["G.net.0.weight"])

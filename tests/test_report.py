@@ -4,6 +4,7 @@ import re
 import shutil
 
 import pytest
+import torch
 from PIL import Image
 
 from ganforge import provenance
@@ -43,6 +44,7 @@ def test_report_of_a_finished_evaluated_run(run, capsys):
     assert len(fids) == 2 and all(f"{f:.4g}" in page for f in fids)  # steps 15 and 30
     assert re.search(r"<span class=changed>g_width</span></td><td>8</td>", page)
     assert "<td>digits</td>" in page and "Newest checkpoint: step 30" in page
+    assert f"PyTorch {torch.__version__}, {torch.get_num_threads()} CPU threads" in page  # what the same weights need
     metrics = json.loads((run / "eval.json").read_text())["metrics"]
     assert f"{metrics['fid']:.4g}" in page and f"{metrics['precision']:.3f}" in page
     assert "Not evaluated" not in page and "Missing" not in page

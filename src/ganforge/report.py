@@ -174,6 +174,8 @@ def key_numbers(facts: RunFacts) -> list[tuple[str, str]]:
                 f"{real.get('n')} real, seed {ev.get('seed')}")
         rows.append(("evaluated with", text))
     rows.append(("ganforge", f"{facts.saved.get('version', '?')} (trained), {__version__} (report)"))
+    if "torch" in facts.saved:  # runs before ganforge recorded them have neither
+        rows.append(("trained with", f"PyTorch {facts.saved['torch']}, {facts.saved['cpu_threads']} CPU threads"))
     return rows
 
 

@@ -140,8 +140,11 @@ def _train(user: dict, resume, progress: bool, ranks: dist.Dist, device_name: st
         checkpoint.remove_temporaries(run_dir)
         truncate_log(run_dir / "log.jsonl", state.step)
     elif ranks.main:
+        # Besides the seed and settings, the same weights need the same PyTorch and, on the CPU, the
+        # same number of threads (its kernels split their sums by thread).
         atomic_write(run_dir / "config.json", json.dumps(
-            {"config": cfg.to_dict(), "model": run.model, "data": data.info, "version": __version__}, indent=2).encode())
+            {"config": cfg.to_dict(), "model": run.model, "data": data.info, "version": __version__,
+             "torch": torch.__version__, "cpu_threads": torch.get_num_threads()}, indent=2).encode())
 
     if ranks.main:
         print(f"ganforge {__version__}: {'resuming' if resume is not None else 'training'} {run_dir} on {device}"

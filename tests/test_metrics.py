@@ -254,7 +254,7 @@ def test_stacked_mnist_source_and_its_mode_count():
 
     ds = load_source("stacked-mnist", 32)
     assert ds.data.shape == (128_000, 3, 32, 32) and ds.data.dtype == torch.uint8
-    assert torch.unique(ds.labels).numel() == 1000          # every triple of digits is in the data
+    assert torch.bincount(ds.labels, minlength=1000).eq(128).all()   # every triple of digits 128 times
     real = stacked_mnist_report(ds.data[:3000])
     truth = torch.unique(ds.labels[:3000]).numel()         # ~950 of the modes occur in 3,000 draws
     assert abs(real["modes"] - truth) <= 15 and real["kl"] < 0.25   # the judge reads the triples back

@@ -58,7 +58,7 @@ def test_train_sample_resume(tmp_path):
     assert checkpoint.find(run).name == "step-0000009.safetensors"
 
 
-def test_same_seed_same_weights_and_resume_is_exact(tmp_path, monkeypatch):
+def test_same_seed_same_weights_and_resume_is_exact(tmp_path, monkeypatch, capsys):
     args = ["--data", "digits", "--resolution", 16, "--out", tmp_path, *TINY]
     for name in "ab":
         assert main(["train", *map(str, args), "--steps", "9", "--name", name, "--no-progress"]) == 0
@@ -73,7 +73,9 @@ def test_same_seed_same_weights_and_resume_is_exact(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "_save_checkpoint", save_then_stop)
     assert main(["train", *map(str, args), "--steps", "9", "--name", "c", "--no-progress"]) == 130
     monkeypatch.undo()
+    capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "c"), "--no-progress"]) == 0
+    assert "note: this run started with other" not in capsys.readouterr().out
     a, b, c = (weights(tmp_path / n, "G") | weights(tmp_path / n, "D") for n in "abc")
     assert len(a) > 10
     assert all(torch.equal(a[k], b[k]) for k in a)  # same seed and config: identical weights
@@ -83,6 +85,11 @@ def test_same_seed_same_weights_and_resume_is_exact(tmp_path, monkeypatch):
     other = tmp_path / "d"
     main(["train", *map(str, args), "--steps", "9", "--name", "d", "--seed", "1", "--no-progress"])
     assert not torch.equal(a["G.net.0.weight"], weights(other, "G")["G.net.0.weight"])
+    recorded["cpu_threads"] += 1  # as if "c" had started on a machine with one more thread
+    (tmp_path / "c" / "config.json").write_text(json.dumps(recorded))
+    assert main(["train", "--resume", str(tmp_path / "c"), "--steps", "10", "--no-progress"]) == 0
+    assert (f"CPU threads {torch.get_num_threads() + 1} -> {torch.get_num_threads()}); it continues"
+            in capsys.readouterr().out)
 
 
 def test_vector_data_end_to_end(tmp_path):

@@ -46,9 +46,10 @@ def existing_run(user: dict) -> Path | None:
 
 
 def open_run(path: Path) -> tuple[Path, dict | None, dict | None, dict]:
-    """(run folder, tensors, record, saved config and model) of a run to continue: from the given
-    checkpoint file, else the run's newest; tensors and record are None when the run was stopped
-    before its first checkpoint (it then starts again from step 0)."""
+    """(run folder, tensors, record, saved) of a run to continue: from the given checkpoint file,
+    else the run's newest; saved is config.json with the checkpoint's config and model. Tensors and
+    record are None when the run was stopped before its first checkpoint (it then starts again from
+    step 0)."""
     run_dir = path.parent.parent if path.is_file() else path
     try:
         saved = json.loads((run_dir / "config.json").read_text())
@@ -58,7 +59,7 @@ def open_run(path: Path) -> tuple[Path, dict | None, dict | None, dict]:
     if not path.is_file() and not checkpoint.checkpoints(run_dir):
         return run_dir, None, None, saved
     _, tensors, record = checkpoint.load_newest(path)
-    return run_dir, tensors, record, {"config": record["config"], "model": record["model"]}
+    return run_dir, tensors, record, {**saved, "config": record["config"], "model": record["model"]}
 
 
 def resumed_config(saved: dict, user: dict) -> TrainConfig:

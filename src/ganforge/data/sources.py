@@ -68,10 +68,9 @@ _STACKED_COUNT = 128_000
 def _stacked_mnist(resolution: int, channels: int | None, seed: int) -> Dataset:
     """Stacked MNIST (Metz et al. 2017; PacGAN): each of 3 channels an mnist5k digit, so 1,000
     modes (label 100 * red + 10 * green + blue). A fixed draw of 128,000 under `seed` with every
-    triple exactly 128 times, each channel a random image of its digit. Random triples would not
-    do: 128,000 of them are KL 0.004 from uniform, so 26,000 images drawn from them score KL
-    0.023-0.025 on the benchmark against 0.019 for a uniform draw, a handicap of most of the margin
-    under the goal of 0.025."""
+    triple exactly 128 times, each channel a random image of its digit. Random triples would be
+    uneven: 128,000 of them are KL 0.004 from uniform, so a G that learnt them exactly would score
+    KL 0.023-0.025 on the benchmark's 26,000 samples, against 0.019-0.020 for these."""
     if channels == 1:
         raise UserError("stacked-mnist has 3 channels, one digit each: drop channels=1")
     digits = _mnist5k(resolution, 1, seed)

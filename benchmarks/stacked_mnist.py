@@ -50,7 +50,8 @@ def main() -> None:
         for k in range(args.data_draws):
             pick = torch.randint(len(data), (N,), generator=torch.Generator().manual_seed(SEED + k))
             print_row(f"data, draw {SEED + k}", float("nan"), float("nan"), "-", stacked_mnist_report(data[pick]))
-    for seed in args.seeds if args.seeds is not None else [] if args.data_draws else [0]:
+    seeds = args.seeds if args.seeds is not None else ([] if args.data_draws else [0])
+    for seed in seeds:
         run, wall, cpu = args.run, float("nan"), float("nan")
         if run is None:
             out = out or Path(tempfile.mkdtemp(prefix="ganforge-stacked-"))

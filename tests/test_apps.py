@@ -9,12 +9,12 @@ from PIL import Image
 from torch import nn
 
 import ganforge
-from ganforge.cli import main, parse_seeds
+from ganforge.cli import main
 from ganforge.config import parse_value, resolve
 from ganforge.data import Dataset
 from ganforge.errors import UserError
 from ganforge.inversion import invert, slerp
-from ganforge.sample import latents
+from ganforge.sample import latents, parse_seeds
 from ganforge.train import with_data_defaults
 
 
@@ -30,6 +30,8 @@ def test_parse_seeds():
     assert parse_seeds("0-3,7") == [0, 1, 2, 3, 7] and parse_seeds("5") == [5]
     with pytest.raises(UserError, match="write seeds as"):
         parse_seeds("a-b")
+    with pytest.raises(UserError, match="each range goes up"):
+        parse_seeds("5-2")
 
 
 def test_a_seed_gives_the_same_image_in_the_cli_and_the_api_in_any_batch(run, tmp_path):

@@ -21,7 +21,8 @@ from ganforge import provenance
 from ganforge.cli import main
 from ganforge.data import load_source, to_uint8
 from ganforge.errors import UserError
-from ganforge.serve import MAX_UPLOAD, make_server, parse_seeds, url
+from ganforge.sample import parse_seeds
+from ganforge.serve import MAX_SEEDS, MAX_UPLOAD, make_server, url
 
 # Without the background-networking flags Chromium waits on services it cannot reach offline.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -154,7 +155,7 @@ def test_a_bad_parameter_gets_one_line_that_names_the_fix(base, query, message):
 def test_parse_seeds_counts_before_it_expands():
     assert parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
     with pytest.raises(UserError, match="more than 256"):
-        parse_seeds("0-999999999")
+        parse_seeds("0-999999999", limit=MAX_SEEDS)
 
 
 def test_repair_keeps_the_known_pixels_and_fills_the_box(base, run, tmp_path):

@@ -232,18 +232,18 @@ def _eval(args) -> int:
 
 
 def _sample(args) -> int:
-    from ganforge.sample import load_generator, write_samples
+    from ganforge.sample import load_generator, parse_seeds, write_samples
 
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
+    seeds = parse_seeds(args.seeds) if args.seeds else None
     gen = load_generator(args.run, args.device)
-    if args.seeds:
-        seeds = parse_seeds(args.seeds)
+    if seeds:
         samples = gen.sample_seeds(seeds, args.truncation, args.class_)
         names = [f"seed{s:04d}.png" for s in seeds]
         meta = [gen.provenance(class_=args.class_, seed=s, truncation=args.truncation) for s in seeds]
     else:
-        seeds, samples, names = None, gen.sample(args.n, args.seed, args.truncation, args.class_), None
+        samples, names = gen.sample(args.n, args.seed, args.truncation, args.class_), None
         meta = gen.provenance(class_=args.class_, seed=args.seed, n=args.n, truncation=args.truncation)
     files = write_samples(samples, gen.kind, args.out, names, meta)
     what = f"seeds {args.seeds}" if seeds else f"seed {args.seed}"
@@ -252,25 +252,11 @@ def _sample(args) -> int:
     return 0
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-3,7' -> [0, 1, 2, 3, 7]."""
-    seeds = []
-    try:
-        for part in text.split(","):
-            first, _, last = part.strip().partition("-")
-            seeds += list(range(int(first), int(last or first) + 1))
-    except ValueError:
-        raise UserError(f"--seeds '{text}': write seeds as 0-99 or 1,5,9") from None
-    if not seeds:
-        raise UserError(f"--seeds '{text}' names no seed: write e.g. 0-99")
-    return seeds
-
-
 def _interpolate(args) -> int:
-    from ganforge.sample import load_generator, write_animation
+    from ganforge.sample import load_generator, parse_seeds, write_animation
 
-    gen = load_generator(args.run, args.device)
     seeds = parse_seeds(args.seeds)
+    gen = load_generator(args.run, args.device)
     frames = gen.interpolate(seeds, args.frames, loop=not args.no_loop)
     write_animation(frames, args.out, args.fps, args.scale, gen.provenance("latent walk", seeds=seeds))
     print(f"wrote {len(frames)} frames to {args.out}")

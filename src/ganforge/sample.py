@@ -33,6 +33,27 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+MAX_SEED = 2**32 - 1
+
+
+def parse_seeds(text: str, limit: int | None = None) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7]; each seed within 0 to MAX_SEED. With a limit, the seeds are
+    counted before a range is expanded, so that 0-999999999 is refused instead of filling the memory."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            lo, hi = int(first), int(last or first)
+        except ValueError:
+            raise UserError(f"seeds '{text[:40]}': write seeds as 0-15 or 1,5,9") from None
+        if not 0 <= lo <= hi <= MAX_SEED:
+            raise UserError(f"seeds '{text[:40]}': each range goes up, within 0 to {MAX_SEED}")
+        if limit is not None and len(seeds) + hi - lo + 1 > limit:
+            raise UserError(f"seeds '{text[:40]}' names more than {limit} seeds: ask for fewer")
+        seeds += range(lo, hi + 1)
+    return seeds
+
+
 def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
     """The z for a seed: drawn on the CPU, so a seed gives the same z on every device."""
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))

@@ -39,7 +39,7 @@ from ganforge.data.folder import decode_image
 from ganforge.errors import UserError
 from ganforge.inversion import slerp
 from ganforge.provenance import png_bytes
-from ganforge.sample import LoadedGenerator, latents, load_generator
+from ganforge.sample import MAX_SEED, LoadedGenerator, latents, load_generator, parse_seeds
 from ganforge.viz import image_grid, scatter, to_pil
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 MAX_SEEDS = 256          # images in one grid
 MAX_POINTS = 10_000      # points in one scatter plot (vector generators)
 MAX_FRAMES = 64          # images in one walk strip
-MAX_SEED = 2**32 - 1
 MAX_UPLOAD = 10 * 2**20  # bytes of one repair request
 # The CLI's 300 steps from 8 starts take tens of seconds on a CPU at 32 px; the page should answer in a few.
 REPAIR_STEPS, REPAIR_RESTARTS = 100, 4
@@ -153,24 +152,6 @@ class App:
     def _images_only(self) -> None:
         if self.gen.kind != "image":
             raise UserError("walk and repair work on image generators only; this one makes vectors")
-
-
-def parse_seeds(text: str, limit: int = MAX_SEEDS) -> list[int]:
-    """'0-3,7' -> [0, 1, 2, 3, 7], like the CLI's --seeds, but counted before a range is expanded,
-    so that 0-999999999 is refused instead of filling the memory."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        first, _, last = part.strip().partition("-")
-        try:
-            lo, hi = int(first), int(last or first)
-        except ValueError:
-            raise UserError(f"seeds '{text[:40]}': write seeds as 0-15 or 1,5,9") from None
-        if not 0 <= lo <= hi <= MAX_SEED:
-            raise UserError(f"seeds '{text[:40]}': each range goes up, within 0 to {MAX_SEED}")
-        if len(seeds) + hi - lo + 1 > limit:
-            raise UserError(f"seeds '{text[:40]}' names more than {limit} seeds: ask for fewer")
-        seeds += range(lo, hi + 1)
-    return seeds
 
 
 def _known(params: dict, *names: str) -> None:

@@ -35,6 +35,7 @@ from ganforge.metrics import stacked_mnist_report
 from ganforge.sample import parse_seeds
 
 N, SEED = 26_000, 1000
+UNTIMED = (float("nan"), float("nan"))  # (wall, CPU minutes) of what this script did not train
 
 
 def main() -> None:
@@ -60,9 +61,9 @@ def main() -> None:
         data = load_source("stacked-mnist", 32).data  # the training data: its seed is fixed
         for k in range(args.data_draws):
             pick = torch.randint(len(data), (N,), generator=torch.Generator().manual_seed(SEED + k))
-            print_row(f"data, draw {SEED + k}", "-", (float("nan"), float("nan")), "-", stacked_mnist_report(data[pick]))
+            print_row(f"data, draw {SEED + k}", "-", UNTIMED, "-", stacked_mnist_report(data[pick]))
     if args.run is not None:
-        runs = {seed: (args.run, (float("nan"), float("nan"))) for seed in seeds}
+        runs = {seed: (args.run, UNTIMED) for seed in seeds}
     elif seeds:
         out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="ganforge-stacked-"))
         runs = train(seeds, args.settings, out, args.jobs, env)

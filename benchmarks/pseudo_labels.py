@@ -94,6 +94,8 @@ def nearest(x: torch.Tensor, centres: torch.Tensor, chunk: int = 8192) -> torch.
 
 
 def purity(clusters: np.ndarray, ds) -> str:
+    if ds.labels is None:
+        return "unknown (the data has no labels)"
     labels = ds.labels.numpy()
     by = [labels // 100, labels // 10 % 10, labels % 10] if ds.name == "stacked-mnist" else [labels]
     shares = [sum(np.bincount(y[clusters == c]).max() for c in np.unique(clusters)) / len(y) for y in by]

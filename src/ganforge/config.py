@@ -102,7 +102,7 @@ PRESETS: dict[str, dict] = {
                 log_every=100, sample_every=2000, checkpoint_every=4000),
     # SNGAN's sizes (z 128; at 32 px G's widest layer 256 channels, D's 128) with the hinge loss and
     # the recipe for one D step per G step of SAGAN (Zhang et al. 2019): Adam with betas 0/0.9 and
-    # learning rates 1e-4 for G, 4e-4 for D. On mnist5k (two seeds, BENCHMARKS.md): 0.99 of its
+    # learning rates 1e-4 for G, 4e-4 for D. On mnist5k (five seeds, BENCHMARKS.md): 0.99 of its
     # digits recognised but recall 0.36-0.48 (DCGAN preset: 0.85), in 18-19 minutes on 2 CPU cores.
     "resnet": dict(z_dim=128, g_width=32, d_width=16, loss="hinge", lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.9),
 }

@@ -35,8 +35,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     args = parser.parse_args()
 
+    with tempfile.TemporaryDirectory(prefix="ganforge-mnist-eval-") as folder:  # removed on exit
+        compare(args, Path(folder))
+
+
+def compare(args, folder: Path) -> None:
+    """The baseline row, then one row per run, against the 4,000 reference digits saved in folder."""
     img_train, _, img_test, _ = mnist_split()
-    folder = Path(tempfile.mkdtemp(prefix="ganforge-mnist-eval-"))
     np.save(folder / "train.npy", img_train[:, 0].numpy())      # (4000, 32, 32) uint8
     np.save(folder / "heldout.npy", img_test[:, 0].numpy())     # (1000, 32, 32) uint8
     metrics = ("fid", "kid", "pr", "dc", "is")

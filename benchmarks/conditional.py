@@ -29,7 +29,9 @@ def main() -> None:
     parser.add_argument("settings", nargs="*", metavar="key=value", help="settings added to training")
     args = parser.parse_args()
 
-    out = Path(tempfile.mkdtemp(prefix="ganforge-cond-"))
+    out = None if args.run else Path(tempfile.mkdtemp(prefix="ganforge-cond-"))
+    if out:
+        print(f"runs are kept in {out}", file=sys.stderr)
     print("| seed | minutes | " + " | ".join(f"class {k}" for k in range(10)) + " | smallest |")
     print("|---|---|" + "---|" * 11)
     smallest = []

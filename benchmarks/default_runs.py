@@ -37,6 +37,7 @@ def main() -> None:
     args = parser.parse_args()
 
     out = Path(args.out or tempfile.mkdtemp(prefix="ganforge-bench-"))
+    print(f"runs are kept in {out}", file=sys.stderr)
     rows = []
     for seed in args.seeds:
         start = time.perf_counter()

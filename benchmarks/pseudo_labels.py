@@ -50,6 +50,7 @@ def main() -> None:
     args = parser.parse_args()
 
     out = Path(args.out or tempfile.mkdtemp(prefix="ganforge-pseudo-"))
+    print(f"clusters and runs are kept in {out}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     ds = load_source(args.data, args.resolution)
     clusters = kmeans(ds.data.flatten(1).float() / 255, args.k, args.iters, args.restarts)

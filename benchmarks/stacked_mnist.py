@@ -66,6 +66,7 @@ def main() -> None:
         runs = {seed: (args.run, UNTIMED) for seed in seeds}
     elif seeds:
         out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="ganforge-stacked-"))
+        print(f"runs are kept in {out}\n", file=sys.stderr)
         runs = train(seeds, args.settings, out, args.jobs, env)
     else:
         runs = {}

@@ -48,6 +48,8 @@ class TrainConfig:
     spectral_norm: bool = setting(False, "DCGAN: spectral normalisation of every layer of D (and no batch norm in D)")
     mbstd: bool = setting(False, "D's minibatch standard deviation (ProGAN): its last layer sees how varied the batch "
                           "is (dcgan, resnet)")
+    pack: int = setting(1, "PacGAN (Lin et al. 2018): D judges N images at once, stacked along the channels, all "
+                        "real or all fake, so it can see how often G draws each kind (dcgan, resnet; unconditional)")
     conditional: bool | None = setting(None, "class-conditional G and D (dcgan, resnet); sample with --class K. "
                                        "None: on for images labelled with 2 or more classes")
     ema_kimg: float = setting(10.0, "half-life of G_ema's weights, in thousands of images")
@@ -165,7 +167,7 @@ def validate(cfg: TrainConfig) -> None:
     from ganforge.runtime import DTYPES
 
     positive = ["z_dim", "g_width", "d_width", "depth", "batch_size", "steps", "r1_every", "log_every",
-                "sample_every", "checkpoint_every", "keep", "nan_patience"]
+                "sample_every", "checkpoint_every", "keep", "nan_patience", "pack"]
     for key in positive:
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:  # z_dim None: set from the data
             raise UserError(f"{key} must be a whole number >= 1, got {getattr(cfg, key)}")
@@ -198,6 +200,12 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("mbstd=1 is for images (dcgan, resnet): drop it for vector data")
     if cfg.r2_gamma < 0 or cfg.gp_lambda < 0:
         raise UserError("r2_gamma and gp_lambda must be >= 0 (0 turns them off)")
+    if cfg.pack > 1 and not images:
+        raise UserError("pack is for images (dcgan, resnet): drop it for vector data")
+    if cfg.pack > 1 and cfg.gp_lambda > 0:
+        raise UserError("pack does not work with gp_lambda (WGAN-GP mixes single images): use r1_gamma, or pack=1")
+    if cfg.batch_size % cfg.pack:
+        raise UserError(f"batch_size {cfg.batch_size} must be a multiple of pack {cfg.pack}")
     if cfg.arch not in FAMILIES:
         raise UserError(f"arch must be one of {', '.join(FAMILIES)}, got '{cfg.arch}'")
     if cfg.precision not in DTYPES:

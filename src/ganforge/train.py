@@ -99,6 +99,13 @@ def with_data_defaults(cfg: TrainConfig, data: Dataset) -> TrainConfig:
     return cfg
 
 
+def pack_images(img: torch.Tensor, pack: int) -> torch.Tensor:
+    """PacGAN (Lin et al. 2018): each run of `pack` images stacked along the channels, so that D
+    judges them together. (B, C, H, W) -> (B / pack, pack * C, H, W); images i*pack ... i*pack +
+    pack - 1 make item i."""
+    return img if pack == 1 else img.reshape(len(img) // pack, pack * img.shape[1], *img.shape[2:])
+
+
 def _note_changed_runtime(saved: dict, device: torch.device) -> None:
     """Say when a resumed run continues under another PyTorch or CPU thread count than it started
     with: it trains on, but its weights will differ from those of a run that never stopped."""
@@ -139,6 +146,9 @@ def _train(user: dict, resume, progress: bool, ranks: dist.Dist, device_name: st
                         "with one sub-folder per class, or a prepared file with labels")
     if cfg.batch_size % ranks.world:
         raise UserError(f"batch_size {cfg.batch_size} is the global batch and must divide by the {ranks.world} processes")
+    if cfg.pack > 1 and (cfg.conditional or cfg.batch_size // ranks.world % cfg.pack):
+        raise UserError(f"pack={cfg.pack} needs an unconditional run (conditional=0) and a batch per process "
+                        f"({cfg.batch_size // ranks.world}) that is a multiple of it")
     device = pick_device(device_name if ranks.world > 1 else cfg.device)
     run = Run(run_dir, model or dict(zip(("G", "D"), family.model_args(cfg, data)), arch=cfg.arch), device, ranks,
               Runtime(cfg.precision, cfg.channels_last, cfg.compile, cfg.tf32, device), progress)
@@ -192,8 +202,9 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
     rt, ranks, device = run.rt, run.ranks, run.device
     objective = LOSSES[cfg.loss]
 
-    def augment(img: torch.Tensor) -> torch.Tensor:  # what D sees of every image, real or fake
-        return diff_augment(img, state.aug_p, state.z_generator) if cfg.augment != "none" else img
+    def judged(img: torch.Tensor) -> torch.Tensor:  # what D sees of a batch, real or fake
+        return pack_images(diff_augment(img, state.aug_p, state.z_generator) if cfg.augment != "none" else img,
+                           cfg.pack)
     # The data set on the device, decoded; a memory-mapped one stays on disk and is read per batch.
     pool = data.data if data.info.get("memory_mapped") else data.data.to(device)
     labels = data.labels.to(device) if cfg.conditional else None
@@ -236,16 +247,17 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
             fake_in = fake.detach().requires_grad_(r2)
             real.requires_grad_(r1)
             with rt.autocast():
-                real_logits = (eager(D) if r1 else D)(augment(real), *real_c).float()
-                fake_logits = (eager(D) if r2 else D)(augment(fake_in), *fake_c).float()
+                real_logits = (eager(D) if r1 else D)(judged(real), *real_c).float()
+                fake_logits = (eager(D) if r2 else D)(judged(fake_in), *fake_c).float()
                 loss_D = objective.d(real_logits, fake_logits)
                 penalty = torch.zeros((), device=device)
                 # The MLP's D standardises its input: R1 and R2 are measured per unit of the data's std.
-                std = getattr(D, "std", 1.0)
+                # They are per input of D: a pack's squared gradient norm is the sum of its images'.
+                std, weight = getattr(D, "std", 1.0), cfg.r1_every * cfg.pack / 2
                 if r1:
-                    penalty = penalty + cfg.r1_gamma * cfg.r1_every / 2 * r1_penalty(real, real_logits, std, rt.grad_scale())
+                    penalty = penalty + cfg.r1_gamma * weight * r1_penalty(real, real_logits, std, rt.grad_scale())
                 if r2:
-                    penalty = penalty + cfg.r2_gamma * cfg.r1_every / 2 * r1_penalty(fake_in, fake_logits, std, rt.grad_scale())
+                    penalty = penalty + cfg.r2_gamma * weight * r1_penalty(fake_in, fake_logits, std, rt.grad_scale())
                 if cfg.gp_lambda > 0:
                     # WGAN-GP: the penalty at random points between each real and its paired fake.
                     u = torch.rand((len(real),) + (1,) * (real.dim() - 1), generator=state.z_generator).to(device)
@@ -260,7 +272,7 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
             D.requires_grad_(False)  # G's update needs gradients through D, not for D's weights
             with rt.autocast():
                 # RpGAN's G pairs each fake with a real: their logits from D's pass above, as constants.
-                loss_G = objective.g(D(augment(fake), *fake_c).float(), real_logits.detach())
+                loss_G = objective.g(D(judged(fake), *fake_c).float(), real_logits.detach())
             opt_G.zero_grad(set_to_none=True)
             rt.backward(loss_G)
             finite_G = _update(loss_G, G, opt_G, run)

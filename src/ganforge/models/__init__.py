@@ -26,7 +26,7 @@ def _dcgan_args(cfg, data) -> tuple[dict, dict]:
     channels, resolution = data.sample_shape[0], data.sample_shape[1]
     classes = {"num_classes": len(data.class_names)} if cfg.conditional else {}
     return (dict(z_dim=cfg.z_dim, resolution=resolution, channels=channels, width=cfg.g_width, **classes),
-            dict(resolution=resolution, channels=channels, width=cfg.d_width, **classes,
+            dict(resolution=resolution, channels=channels * cfg.pack, width=cfg.d_width, **classes,
                  **({"spectral_norm": True} if cfg.spectral_norm else {}), **({"mbstd": True} if cfg.mbstd else {})))
 
 
@@ -34,7 +34,7 @@ def _resnet_args(cfg, data) -> tuple[dict, dict]:
     channels, resolution = data.sample_shape[0], data.sample_shape[1]
     classes = {"num_classes": len(data.class_names)} if cfg.conditional else {}
     return (dict(z_dim=cfg.z_dim, resolution=resolution, channels=channels, width=cfg.g_width, **classes),
-            dict(resolution=resolution, channels=channels, width=cfg.d_width, mbstd=cfg.mbstd, **classes))
+            dict(resolution=resolution, channels=channels * cfg.pack, width=cfg.d_width, mbstd=cfg.mbstd, **classes))
 
 
 def _mlp_args(cfg, data) -> tuple[dict, dict]:
@@ -61,7 +61,8 @@ def default_family(kind: str) -> str:
 
 
 def build_generator(model: dict) -> nn.Module:
-    """Rebuild G from the `model` record of a checkpoint: {"arch": ..., "G": {...}, "D": {...}}."""
+    """Rebuild G from the `model` record of a checkpoint: {"arch": ..., "G": {...}, "D": {...}}.
+    (With pack > 1, D's `channels` is the images' channels times pack: see ganforge.train.)"""
     return FAMILIES[model["arch"]].Generator(**model["G"])
 
 

@@ -10,7 +10,8 @@ For a run (26,000 samples of G_ema, z seed 1000, as in stacked_mnist.py), per ch
 - D's mean logit on the samples of each digit, and the channel KL after weighting each sample by
   exp(logit): what discriminator rejection sampling (Azadi et al. 2019) could correct, since for
   the non-saturating loss D's logit estimates log p_data / p_G. D runs in train mode on batches of
-  32 fakes, as in training (its batch norm normalises each batch).
+  32 fakes, as in training (its batch norm normalises each batch); a packed D's logit (pack=N) is
+  given to each of the N images it judged.
 `--average-last N ...`: the KL and channel KLs of G_ema's weights averaged over the run's last N
 checkpoints (batch-norm statistics recomputed), i.e. what a longer EMA would draw.
 `--degraded-real`: the judge's shares on mnist5k's 5,000 real digits (exactly 10% each) after
@@ -34,6 +35,7 @@ from ganforge.metrics import stacked_mnist_report
 from ganforge.metrics.digits import RECOGNISED_CONFIDENCE, classify_digits
 from ganforge.models import build_discriminator, build_generator
 from ganforge.sample import latents
+from ganforge.train import pack_images
 
 N, SEED = 26_000, 1000
 CHANNELS = ("red", "green", "blue")
@@ -61,8 +63,9 @@ def judge_shares(run: Path) -> None:
     D.load_state_dict(unprefixed("D", tensors))
     D.requires_grad_(False).train()  # train-mode batch norm on all-fake batches of 32, as in training
     img = gen.sample(N, seed=SEED)
+    pack = record["config"].get("pack", 1)  # a packed D's logit judges `pack` images: each gets it
     with torch.no_grad():
-        logits = torch.cat([D(chunk).float() for chunk in img.split(32)])
+        logits = torch.cat([D(pack_images(chunk, pack)).float().repeat_interleave(pack) for chunk in img.split(32)])
     weight = (logits - logits.max()).exp()
     print(f"{run}, step {gen.step}: D's logits on G_ema's samples mean {logits.mean():.3f}, std {logits.std():.3f}; "
           f"exp(logit) weights keep an effective {float(weight.sum() ** 2 / (weight ** 2).sum()):.0f} of {N} samples\n")

@@ -61,10 +61,11 @@ def default_family(kind: str) -> str:
 
 
 def build_generator(model: dict) -> nn.Module:
-    """Rebuild G from the `model` record of a checkpoint: {"arch": ..., "G": {...}, "D": {...}}.
-    (With pack > 1, D's `channels` is the images' channels times pack: see ganforge.train.)"""
+    """Rebuild G from the `model` record of a checkpoint: {"arch": ..., "G": {...}, "D": {...}}."""
     return FAMILIES[model["arch"]].Generator(**model["G"])
 
 
 def build_discriminator(model: dict) -> nn.Module:
+    """Rebuild D likewise. A packed D (pack=N, PacGAN) reads N images stacked along the channels, so
+    its `channels` is N times the images': see ganforge.train.pack_images."""
     return FAMILIES[model["arch"]].Discriminator(**model["D"])

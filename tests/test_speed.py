@@ -1,5 +1,6 @@
 """Distributed training on gloo, precision, memory layout and compilation, on the CPU."""
 import json
+import os
 import subprocess
 import sys
 
@@ -19,13 +20,18 @@ def tensors(run):
     return checkpoint.load(checkpoint.find(run))[0]
 
 
+def torchrun_train(tmp_path, *args):
+    """`ganforge train` in two gloo processes; torchrun's scratch folder goes in tmp_path, not /tmp."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "ganforge", "train", *args], capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
+
+
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
     single = subprocess.run([sys.executable, "-m", "ganforge", "train", "--out", str(tmp_path), "--name", "one", *MLP],
                             capture_output=True, text=True)
     assert single.returncode == 0, single.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "ganforge", "train", "--out", str(tmp_path), "--name", "two", *MLP],
-                         capture_output=True, text=True)
+    two = torchrun_train(tmp_path, "--out", str(tmp_path), "--name", "two", *MLP)
     assert two.returncode == 0, two.stderr
     assert "x 2 processes" in two.stdout and two.stdout.count("run folder:") == 1  # rank 0 alone prints
 
@@ -42,9 +48,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 
 
 def test_a_global_batch_that_does_not_split_is_refused(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "ganforge", "train", "--out", str(tmp_path), *MLP, "batch_size=63"],
-                          capture_output=True, text=True)
+    proc = torchrun_train(tmp_path, "--out", str(tmp_path), *MLP, "batch_size=63")
     assert proc.returncode != 0 and "must divide by the 2 processes" in proc.stderr
 
 

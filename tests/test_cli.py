@@ -170,6 +170,18 @@ def test_naming_an_existing_run_continues_it(tmp_path, capsys):
     assert "cannot change seed when resuming" in capsys.readouterr().err
 
 
+def test_a_setting_newer_than_the_run_cannot_change_on_resume():
+    from ganforge.config import resolve
+    from ganforge.errors import UserError
+    from ganforge.runs import resumed_config
+
+    saved = resolve({"steps": 4}, "dcgan").to_dict()
+    del saved["pack"]  # a run begun before `pack` existed trained with pack=1
+    assert resumed_config(saved, {"steps": 8, "pack": 1}).steps == 8
+    with pytest.raises(UserError, match="cannot change pack when resuming"):
+        resumed_config(saved, {"pack": 2})
+
+
 def test_resume_drops_log_lines_after_its_checkpoint(tmp_path):
     args = ["--data", "digits", "--resolution", "16", "--out", str(tmp_path), "--name", "r", "--no-progress", *TINY]
     assert main(["train", *args, "--steps", "4", "checkpoint_every=4", "log_every=1"]) == 0

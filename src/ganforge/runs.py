@@ -63,9 +63,11 @@ def open_run(path: Path) -> tuple[Path, dict | None, dict | None, dict]:
 
 
 def resumed_config(saved: dict, user: dict) -> TrainConfig:
-    """The saved config, with the few settings a resumed run may change."""
-    changed = sorted(k for k, v in user.items() if k not in RESUMABLE and saved.get(k, v) != v)
+    """The saved config, with the few settings a resumed run may change. A setting that did not exist
+    when the run began has the value the run trained with: its default."""
+    cfg = resolve({**saved, **{k: v for k, v in user.items() if k in RESUMABLE}}, saved["arch"])
+    changed = sorted(k for k, v in user.items() if k not in RESUMABLE and getattr(cfg, k, v) != v)
     if changed:
         raise UserError(f"cannot change {', '.join(changed)} when resuming; only "
                         f"{', '.join(sorted(RESUMABLE))} may change (or start a new run)")
-    return resolve({**saved, **{k: v for k, v in user.items() if k in RESUMABLE}}, saved["arch"])
+    return cfg

@@ -128,8 +128,9 @@ def test_mbstd_is_for_images():
         resolve({"mbstd": True}, "mlp")
     with pytest.raises(UserError, match="resnet's D always has it"):
         resolve({"spectral_norm": True}, "resnet")
-    with pytest.raises(UserError, match="arch must be one of"):
-        resolve({}, "resnets")
+    for user in ({}, {"mbstd": True}, {"pack": 2}):  # the unknown family is named first
+        with pytest.raises(UserError, match="arch must be one of"):
+            resolve(user, "resnets")
 
 
 def test_a_conditional_run_trains_resumes_exactly_samples_and_exports_to_onnx(tmp_path, capsys):

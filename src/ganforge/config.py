@@ -191,7 +191,9 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"loss must be one of {', '.join(LOSSES)}, got '{cfg.loss}'")
     if cfg.augment not in ("none", "diffaug", "ada"):
         raise UserError(f"augment must be none, diffaug or ada, got '{cfg.augment}'")
-    images = cfg.arch in FAMILIES and FAMILIES[cfg.arch].kind == "image"
+    if cfg.arch not in FAMILIES:
+        raise UserError(f"arch must be one of {', '.join(FAMILIES)}, got '{cfg.arch}'")
+    images = FAMILIES[cfg.arch].kind == "image"
     if cfg.augment != "none" and not images:
         raise UserError("augment is for images (dcgan, resnet): drop it for vector data")
     if cfg.spectral_norm and cfg.arch != "dcgan":
@@ -206,8 +208,6 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("pack does not work with gp_lambda (WGAN-GP mixes single images): use r1_gamma, or pack=1")
     if cfg.batch_size % cfg.pack:
         raise UserError(f"batch_size {cfg.batch_size} must be a multiple of pack {cfg.pack}")
-    if cfg.arch not in FAMILIES:
-        raise UserError(f"arch must be one of {', '.join(FAMILIES)}, got '{cfg.arch}'")
     if cfg.precision not in DTYPES:
         raise UserError(f"precision must be fp32, bf16 or fp16, got '{cfg.precision}'")
     if cfg.channels not in (None, 1, 3):

@@ -50,6 +50,10 @@ class TrainConfig:
                           "is (dcgan, resnet)")
     pack: int = setting(1, "PacGAN (Lin et al. 2018): D judges N images at once, stacked along the channels, all "
                         "real or all fake, so it can see how often G draws each kind (dcgan, resnet; unconditional)")
+    clusters: int = setting(0, "self-conditioning (Liu et al. 2020): the images, clustered in D's features into N "
+                            "groups, train G and D as classes, and G draws each by its size (dcgan, resnet; "
+                            "unlabelled or conditional=0); 0 = off")
+    recluster_every: int = setting(4000, "steps between clusterings of self-conditioning, as D's features improve")
     conditional: bool | None = setting(None, "class-conditional G and D (dcgan, resnet); sample with --class K. "
                                        "None: on for images labelled with 2 or more classes")
     ema_kimg: float = setting(10.0, "half-life of G_ema's weights, in thousands of images")
@@ -167,7 +171,7 @@ def validate(cfg: TrainConfig) -> None:
     from ganforge.runtime import DTYPES
 
     positive = ["z_dim", "g_width", "d_width", "depth", "batch_size", "steps", "r1_every", "log_every",
-                "sample_every", "checkpoint_every", "keep", "nan_patience", "pack"]
+                "sample_every", "checkpoint_every", "keep", "nan_patience", "pack", "recluster_every"]
     for key in positive:
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:  # z_dim None: set from the data
             raise UserError(f"{key} must be a whole number >= 1, got {getattr(cfg, key)}")
@@ -206,6 +210,14 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("pack is for images (dcgan, resnet): drop it for vector data")
     if cfg.pack > 1 and cfg.gp_lambda > 0:
         raise UserError("pack does not work with gp_lambda (WGAN-GP mixes single images): use r1_gamma, or pack=1")
+    if cfg.clusters < 0 or cfg.clusters == 1:
+        raise UserError(f"clusters must be 0 (off) or at least 2, got {cfg.clusters}")
+    if cfg.clusters and not images:
+        raise UserError("clusters is for images (dcgan, resnet): drop it for vector data")
+    if cfg.clusters and cfg.conditional:
+        raise UserError("clusters makes its own classes: drop conditional=1 (or clusters, to train on the labels)")
+    if cfg.clusters and cfg.pack > 1:
+        raise UserError("clusters does not work with pack (a pack mixes clusters): use one of them")
     if cfg.batch_size % cfg.pack:
         raise UserError(f"batch_size {cfg.batch_size} must be a multiple of pack {cfg.pack}")
     if cfg.precision not in DTYPES:

@@ -33,7 +33,7 @@ from ganforge import __version__, provenance
 from ganforge.checkpoint import CHECKPOINT_DIR, atomic_write
 from ganforge.errors import UserError
 from ganforge.models import build_generator
-from ganforge.sample import LoadedGenerator, latents, load_generator
+from ganforge.sample import LoadedGenerator, load_generator, seed_draws
 from ganforge.viz import image_grid, save_png, scatter
 
 WEIGHTS, CONFIG, CARD, SAMPLES, ONNX = "model.safetensors", "config.json", "README.md", "samples.png", "generator.onnx"
@@ -163,10 +163,9 @@ def _onnx_modules():
 
 def _onnx_inputs(gen: LoadedGenerator, seeds: list[int]) -> dict[str, torch.Tensor]:
     """The ONNX model's inputs for these seeds as `gen.sample_seeds(seeds)` makes them: z (N, z_dim)
-    and, for a class-conditional G, class (N,): seed s draws class s mod K."""
-    z = torch.cat([latents(1, gen.G.z_dim, s) for s in seeds])
-    classes = getattr(gen.G, "num_classes", 0)
-    return {"z": z} | ({"class": torch.tensor(seeds) % classes} if classes else {})
+    and, for a class-conditional G, class (N,) (see ganforge.sample.seed_draws)."""
+    z, classes = seed_draws(gen.G, seeds)
+    return {"z": z} | ({} if classes is None else {"class": classes})
 
 
 def _write_onnx(gen: LoadedGenerator, path: Path) -> dict:

@@ -62,6 +62,12 @@ class RunLog:
         if self.board is not None:
             self.board.add_text(f"warnings/{found.kind}", found.message, found.step)
 
+    def event(self, entry: dict, message: str) -> None:
+        """Something the run did (e.g. a new clustering): a line of log.jsonl and one on the terminal."""
+        if self.main:
+            self._write(entry)
+            print(message, flush=True)
+
     def close(self) -> None:
         self.jsonl.close()
         if self.board is not None:

@@ -59,6 +59,19 @@ def latents(n: int, z_dim: int, seed: int) -> torch.Tensor:
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
 
 
+def draws(n: int, G: nn.Module, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What a seed's n samples are made from: z (n, z_dim), as `latents` draws it, and the classes
+    (n,) or None. A class-conditional G's sample i is of class i mod K; a G with a class prior
+    (self-conditioned: ganforge.clusters) has each sample's class drawn from the prior, by the same
+    generator after z, so that its samples are independent draws of its distribution."""
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, G.z_dim, generator=generator)
+    prior = getattr(G, "class_prior", None)
+    if prior is not None:
+        return z, torch.multinomial(prior.float().cpu(), n, replacement=True, generator=generator)
+    return z, cycled_classes(n, getattr(G, "num_classes", 0))
+
+
 @dataclass
 class LoadedGenerator:
     """G_ema of a checkpoint, in eval mode, with what is needed to use it."""
@@ -82,16 +95,18 @@ class LoadedGenerator:
     def sample(self, n: int, seed: int = 0, truncation: float = 1.0, class_: int | None = None,
                batch_size: int = 256) -> torch.Tensor:
         """n samples on the CPU: images (n, C, H, W) in [-1, 1], vectors (n, D). `truncation` < 1
-        scales z towards the prior's mean (fewer odd samples, less variety). A class-conditional
-        generator without `class_` draws sample i from class i mod K."""
-        return self.generate(latents(n, self.G.z_dim, seed) * _truncation(truncation), class_, batch_size)
+        scales z towards the prior's mean (fewer odd samples, less variety). Without `class_`, a
+        class-conditional generator draws sample i from class i mod K, a self-conditioned one from
+        its prior (see `draws`)."""
+        z, classes = draws(n, self.G, seed)
+        return self.generate(z * _truncation(truncation), classes if class_ is None else class_, batch_size)
 
     def sample_seeds(self, seeds: list[int], truncation: float = 1.0, class_: int | None = None) -> torch.Tensor:
         """One sample per seed, each from its own z: seed s gives the same image in any batch.
-        A class-conditional generator without `class_` draws seed s from class s mod K."""
-        z = torch.cat([latents(1, self.G.z_dim, s) for s in seeds]) * _truncation(truncation)
-        classes = getattr(self.G, "num_classes", 0)
-        return self.generate(z, torch.tensor(seeds) % classes if class_ is None and classes else class_)
+        Without `class_`, a class-conditional generator draws seed s from class s mod K, a
+        self-conditioned one from its prior (see `draws`)."""
+        z, classes = seed_draws(self.G, seeds)
+        return self.generate(z * _truncation(truncation), classes if class_ is None else class_)
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, class_: int | torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
@@ -150,6 +165,16 @@ class LoadedGenerator:
         if img.dim() != 4 or tuple(img.shape[1:]) != expected:
             raise UserError(f"images must be (N, {', '.join(map(str, expected))}) for this generator, got {tuple(img.shape)}")
         return img.float()
+
+
+def seed_draws(G: nn.Module, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`draws` of one sample per seed: z (N, z_dim) and the classes (N,) or None. A class-conditional
+    G's seed s is of class s mod K, so that a seed gives the same image in any list of seeds."""
+    z, classes = zip(*(draws(1, G, s) for s in seeds))
+    if getattr(G, "class_prior", None) is not None:
+        return torch.cat(z), torch.cat(classes)
+    k = getattr(G, "num_classes", 0)
+    return torch.cat(z), torch.tensor(seeds) % k if k else None
 
 
 def _truncation(psi: float) -> float:

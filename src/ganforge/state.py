@@ -1,9 +1,9 @@
 """The full training state, and its round trip through a checkpoint.
 
 A checkpoint holds everything that changes during training: G, D, G_ema, both optimizers, the
-counters, the divergence guard's learning-rate scale, and every random generator (ganforge's own z
-and data-order generators, plus torch's, CUDA's, NumPy's and Python's global ones), so a run that
-resumes from it continues bit for bit as if it had never stopped.
+counters, the divergence guard's learning-rate scale, the clusters of self-conditioning, and every
+random generator (ganforge's own z and data-order generators, plus torch's, CUDA's, NumPy's and
+Python's global ones), so a run that resumes from it continues bit for bit as if it had never stopped.
 """
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ class State:
     aug_p: float = 0.0              # augmentation probability (augment=ada adapts it)
     ada_signs: float = 0.0          # sum of sign(D(x)) since ADA's last adjustment
     ada_count: int = 0              # and the number of reals in it
+    clusters: torch.Tensor | None = None  # (N,) int64: each image's cluster (self-conditioning)
 
 
 def new_state(cfg: TrainConfig, model: dict, device: torch.device, n: int) -> State:
@@ -94,7 +95,7 @@ def save(state: State, cfg: TrainConfig, model: dict, path: Path) -> None:
     tensors = {**prefixed("G", state.G.state_dict()), **prefixed("D", state.D.state_dict()),
                **prefixed("G_ema", state.G_ema.state_dict()),
                "rng.z": state.z_generator.get_state(), "rng.order": state.order.generator.get_state(),
-               "order.perm": state.order.perm}
+               "order.perm": state.order.perm, **({} if state.clusters is None else {"clusters": state.clusters})}
     record = dict(step=state.step, nimg=state.nimg, config=cfg.to_dict(), model=model, version=__version__,
                   order_pos=state.order.pos, best_fid=state.best_fid, lr_scale=state.lr_scale,
                   skipped=state.skipped, rollbacks=state.rollbacks, bad_streak=state.bad_streak,
@@ -121,6 +122,7 @@ def restore(state: State, tensors: dict, record: dict) -> None:
     state.bad_streak = record.get("bad_streak", 0)
     state.aug_p = record.get("aug_p", state.aug_p)
     state.ada_signs, state.ada_count = record.get("ada_signs", 0.0), record.get("ada_count", 0)
+    state.clusters = tensors.get("clusters")
     if "global_rng" in record:
         _set_global_rng(tensors, record["global_rng"])
 

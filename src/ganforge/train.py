@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganforge import __version__, checkpoint, dist, provenance
+from ganforge import __version__, checkpoint, clusters, dist, provenance
 from ganforge import state as state_io
 from ganforge.augment import ADA_INTERVAL, adjust_p, diff_augment
 from ganforge.checkpoint import atomic_write
@@ -93,7 +93,7 @@ def with_data_defaults(cfg: TrainConfig, data: Dataset) -> TrainConfig:
     left fewer samples between the modes than 8, 16 or 64 (BENCHMARKS.md for both)."""
     if cfg.conditional is None:
         labelled = data.labels is not None and len(data.class_names) > 1 and not data.labels_are_modes
-        cfg = replace(cfg, conditional=labelled and cfg.arch in CONDITIONAL_FAMILIES)
+        cfg = replace(cfg, conditional=labelled and cfg.arch in CONDITIONAL_FAMILIES and not cfg.clusters)
     if cfg.z_dim is None:
         cfg = replace(cfg, z_dim=2 * data.data.shape[1])  # only the mlp preset, for vectors, leaves it open
     return cfg
@@ -144,6 +144,8 @@ def _train(user: dict, resume, progress: bool, ranks: dist.Dist, device_name: st
         raise UserError(f"conditional=1 needs labelled images and the dcgan or resnet family; '{cfg.data}' has "
                         f"{'no labels' if data.labels is None else data.kind + 's'}: use mnist5k, digits, a folder "
                         "with one sub-folder per class, or a prepared file with labels")
+    if cfg.clusters > len(data):
+        raise UserError(f"clusters={cfg.clusters} is more than the data set's {len(data)} images: lower it")
     if cfg.batch_size % ranks.world:
         raise UserError(f"batch_size {cfg.batch_size} is the global batch and must divide by the {ranks.world} processes")
     if cfg.pack > 1 and (cfg.conditional or cfg.batch_size // ranks.world % cfg.pack):
@@ -205,6 +207,10 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
     def judged(img: torch.Tensor) -> torch.Tensor:  # what D sees of a batch, real or fake
         return pack_images(diff_augment(img, state.aug_p, state.z_generator) if cfg.augment != "none" else img,
                            cfg.pack)
+
+    def to_input(img: torch.Tensor) -> torch.Tensor:  # uint8 images -> G's and D's space, on the device
+        return rt.batch(to_model_space(img.to(device, non_blocking=True)))
+
     # The data set on the device, decoded; a memory-mapped one stays on disk and is read per batch.
     pool = data.data if data.info.get("memory_mapped") else data.data.to(device)
     labels = data.labels.to(device) if cfg.conditional else None
@@ -230,14 +236,21 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
             # Every rank draws the global batch and keeps its own slice (see ganforge.dist).
             began = time.perf_counter()
             index = ranks.shard(state.order.next(cfg.batch_size))
-            real = rt.batch(to_model_space(pool[index.to(pool.device)].to(device, non_blocking=True)))
+            real = to_input(pool[index.to(pool.device)])
             waited += time.perf_counter() - began
+            if cfg.clusters and (state.clusters is None or state.step % cfg.recluster_every == 0):
+                _recluster(cfg, state, pool, to_input, rt, logs)
             z = ranks.shard(torch.randn(cfg.batch_size, cfg.z_dim, generator=state.z_generator)).to(device)
-            # Labels, for a conditional run: the real images' own, and uniform draws for the fakes.
+            # Labels, for a conditional run: the real images' own, and uniform draws for the fakes;
+            # self-conditioned: the real images' clusters, and draws in proportion to the clusters' sizes.
             real_c, fake_c = (), ()
             if labels is not None:
                 real_c = (labels[index.to(device)],)
                 fake_c = (ranks.shard(torch.randint(n_classes, (cfg.batch_size,), generator=state.z_generator)).to(device),)
+            elif cfg.clusters:
+                real_c = (state.clusters[index].to(device),)
+                fake_c = (ranks.shard(torch.multinomial(G.class_prior.cpu(), cfg.batch_size, replacement=True,
+                                                        generator=state.z_generator)).to(device),)
             with rt.autocast():
                 fake = G(z, *fake_c)
 
@@ -336,6 +349,27 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
         bar.close()
     if ranks.main:
         _save_compare(G_ema, fixed_z, data, run.run_dir / "compare.png", cfg.seed)
+
+
+def _recluster(cfg: TrainConfig, state: State, pool: torch.Tensor, to_input, rt: Runtime, logs: RunLog) -> None:
+    """Self-conditioning: cluster the data set in D's features (ganforge.clusters) and set G's and
+    G_ema's prior to the clusters' sizes. Every process clusters alike: the same D, the same draws."""
+    began = time.perf_counter()
+    feats = clusters.features(state.D, pool, to_input, rt.autocast)
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.step)  # a function of the step, for resume
+    old = state.clusters
+    state.clusters = clusters.cluster(feats, cfg.clusters, old, generator)
+    prior = clusters.sizes(state.clusters, cfg.clusters)
+    for G in (state.G, state.G_ema):
+        G.class_prior.copy_(prior)
+    moved = None if old is None else (state.clusters != old).float().mean().item()
+    seconds = time.perf_counter() - began
+    logs.event(dict(step=state.step, nimg=state.nimg, event="clusters", clusters=cfg.clusters,
+                    cluster_min=prior.min().item(), cluster_max=prior.max().item(), cluster_moved=moved,
+                    seconds=seconds),
+               f"step {state.step}: {cfg.clusters} clusters of D's features, {100 * prior.min():.2f}%-"
+               f"{100 * prior.max():.2f}% of the images each"
+               + ("" if moved is None else f"; {100 * moved:.1f}% of the images changed cluster") + f" ({seconds:.0f} s)")
 
 
 def _update(loss: torch.Tensor, module: torch.nn.Module, optimizer: torch.optim.Optimizer, run: Run) -> bool:

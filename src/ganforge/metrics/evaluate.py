@@ -60,17 +60,16 @@ def load_images(spec: str | Path, n: int | None, seed: int, resolution: int | No
     """A run/checkpoint (n samples from `seed`, the same as `ganforge sample`) or a data source
     (n of its images drawn with `seed`, all when n is None)."""
     if _is_run(spec):
-        from ganforge.sample import cycled_classes, latents, load_generator
+        from ganforge.sample import draws, load_generator
 
         gen = load_generator(spec)
         if gen.kind != "image":
             raise UserError(f"{spec} generates vectors; image metrics need an image run "
                             "(2-D mixtures are judged with benchmarks/check_samples.py)")
         count = n or 10_000
-        z = latents(count, gen.G.z_dim, seed)
-        # Sample i is of class i mod K whichever indices are asked for, so that nearest.png remakes
+        # Sample i has its z and class whichever indices are asked for, so that nearest.png remakes
         # the very samples the metrics measured.
-        classes = cycled_classes(count, getattr(gen.G, "num_classes", 0))
+        z, classes = draws(count, gen.G, seed)
 
         def make(idx):
             return to_uint8(gen.generate(z[idx], None if classes is None else classes[idx]))

@@ -22,18 +22,27 @@ class Family:
     model_args: Callable[..., tuple[dict, dict]]  # (cfg, data) -> (G kwargs, D kwargs)
 
 
+def _classes(cfg, data) -> tuple[dict, dict]:
+    """The class arguments of G and D: the data's labels (conditional), or the clusters of
+    self-conditioning, which G draws in proportion to their sizes (its `prior`)."""
+    if cfg.clusters:
+        return {"num_classes": cfg.clusters, "prior": True}, {"num_classes": cfg.clusters}
+    classes = {"num_classes": len(data.class_names)} if cfg.conditional else {}
+    return classes, classes
+
+
 def _dcgan_args(cfg, data) -> tuple[dict, dict]:
     channels, resolution = data.sample_shape[0], data.sample_shape[1]
-    classes = {"num_classes": len(data.class_names)} if cfg.conditional else {}
-    return (dict(z_dim=cfg.z_dim, resolution=resolution, channels=channels, width=cfg.g_width, **classes),
+    g_classes, classes = _classes(cfg, data)
+    return (dict(z_dim=cfg.z_dim, resolution=resolution, channels=channels, width=cfg.g_width, **g_classes),
             dict(resolution=resolution, channels=channels * cfg.pack, width=cfg.d_width, **classes,
                  **({"spectral_norm": True} if cfg.spectral_norm else {}), **({"mbstd": True} if cfg.mbstd else {})))
 
 
 def _resnet_args(cfg, data) -> tuple[dict, dict]:
     channels, resolution = data.sample_shape[0], data.sample_shape[1]
-    classes = {"num_classes": len(data.class_names)} if cfg.conditional else {}
-    return (dict(z_dim=cfg.z_dim, resolution=resolution, channels=channels, width=cfg.g_width, **classes),
+    g_classes, classes = _classes(cfg, data)
+    return (dict(z_dim=cfg.z_dim, resolution=resolution, channels=channels, width=cfg.g_width, **g_classes),
             dict(resolution=resolution, channels=channels * cfg.pack, width=cfg.d_width, mbstd=cfg.mbstd, **classes))
 
 

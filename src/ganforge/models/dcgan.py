@@ -10,7 +10,8 @@ Class-conditional variants (`num_classes` > 0): G reads a learned class embeddin
 conditional GAN of Mirza & Osindero 2014); D is a projection discriminator (Miyato & Koyama,
 "cGANs with Projection Discriminator", ICLR 2018): its logit gains the inner product of a class
 embedding with its last features. Without labels, G cycles through the classes (0, 1, 2, ...),
-so grids and batch-norm statistics see every class alike.
+so grids and batch-norm statistics see every class alike; a G with a class prior (`prior`, for
+self-conditioning: ganforge.clusters) gives each class its share of the batch instead.
 
 With `mbstd`, D's last layer also sees the minibatch standard deviation of its features (Karras et
 al., "Progressive Growing of GANs", ICLR 2018), a hint against G collapsing onto few modes.
@@ -51,6 +52,16 @@ def cycled_labels(n: int, num_classes: int, device) -> torch.Tensor:
     return torch.arange(n, device=device) % num_classes
 
 
+def default_labels(n: int, G: nn.Module, device) -> torch.Tensor:
+    """The classes of a batch of n given no labels: 0, 1, 2, ... in turn or, for a G with a class
+    prior, each class for its share of the n items, in order (item i: the prior's (i + 0.5) / n quantile)."""
+    prior = getattr(G, "class_prior", None)
+    if prior is None:
+        return cycled_labels(n, G.num_classes, device)
+    quantiles = (torch.arange(n, device=prior.device) + 0.5) / n
+    return torch.searchsorted(prior.cumsum(0), quantiles).clamp(max=len(prior) - 1).to(device)
+
+
 class MinibatchStddev(nn.Module):
     """(B, C, H, W) -> (B, C + 1, H, W): one more feature map holding how much the images of a
     group differ (ProGAN's layer: the standard deviation of each feature over the group, averaged
@@ -78,10 +89,12 @@ class MinibatchStddev(nn.Module):
 
 
 class Generator(nn.Module):
-    """z (B, z_dim) [, c (B,) int64] -> img (B, channels, resolution, resolution) in [-1, 1]."""
+    """z (B, z_dim) [, c (B,) int64] -> img (B, channels, resolution, resolution) in [-1, 1].
+
+    With `prior`, G keeps how often each class is to be drawn, as the buffer `class_prior` (K,)."""
 
     def __init__(self, z_dim: int = 100, resolution: int = 32, channels: int = 1, width: int = 64,
-                 num_classes: int = 0):
+                 num_classes: int = 0, prior: bool = False):
         super().__init__()
         n_up = _check_resolution(resolution)
         c = _channels(resolution, 4, width)
@@ -97,11 +110,13 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.z_dim, self.num_classes = z_dim, num_classes
         self.embed = nn.Embedding(num_classes, CLASS_DIM) if num_classes else None
+        if prior:
+            self.register_buffer("class_prior", torch.full((num_classes,), 1 / num_classes))
         init_weights(self)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is not None:
-            c = cycled_labels(len(z), self.num_classes, z.device) if c is None else c
+            c = default_labels(len(z), self, z.device) if c is None else c
             z = torch.cat([z, self.embed(c)], dim=1)
         return self.net(z[:, :, None, None])  # (B, z_dim, 1, 1) -> (B, C, R, R)
 
@@ -139,6 +154,10 @@ class Discriminator(nn.Module):
             for m in self.modules():
                 if isinstance(m, (nn.Conv2d, nn.Embedding)):
                     nn.utils.parametrizations.spectral_norm(m)
+
+    def features(self, img: torch.Tensor) -> torch.Tensor:
+        """The features the projection reads: (B, C), sum-pooled over the last 4x4 map."""
+        return self.net[:-1](img).sum(dim=(2, 3))
 
     def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is None:

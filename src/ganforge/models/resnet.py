@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganforge.models.dcgan import MinibatchStddev, cycled_labels
+from ganforge.models.dcgan import MinibatchStddev, default_labels
 
 EMBED_DIM = 128  # G's shared class embedding (BigGAN's shared_dim)
 
@@ -96,14 +96,17 @@ class GBlock(nn.Module):
 class Generator(nn.Module):
     """z (B, z_dim) [, c (B,) int64] -> img (B, channels, resolution, resolution) in [-1, 1].
 
-    A class-conditional G (`num_classes` > 0) given no labels cycles through the classes."""
+    A class-conditional G (`num_classes` > 0) given no labels cycles through the classes, or with
+    `prior` (the buffer `class_prior`, for self-conditioning) gives each its share of the batch."""
 
     def __init__(self, z_dim: int = 128, resolution: int = 32, channels: int = 3, width: int = 32,
-                 num_classes: int = 0):
+                 num_classes: int = 0, prior: bool = False):
         super().__init__()
         n_up = _check_resolution(resolution)
         self.z_dim, self.num_classes = z_dim, num_classes
         self.embed = nn.Embedding(num_classes, EMBED_DIM) if num_classes else None
+        if prior:
+            self.register_buffer("class_prior", torch.full((num_classes,), 1 / num_classes))
         c = _channels(resolution, 4, width)
         self.linear = nn.Linear(z_dim, c * 4 * 4)
         blocks, r = [], 4
@@ -119,7 +122,7 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         e = None
         if self.embed is not None:
-            c = cycled_labels(len(z), self.num_classes, z.device) if c is None else c
+            c = default_labels(len(z), self, z.device) if c is None else c
             e = self.embed(c)                                # (B, EMBED_DIM)
         h = self.linear(z).unflatten(1, (-1, 4, 4))          # (B, C, 4, 4), C = width * min(8, R / 4)
         for block in self.blocks:
@@ -174,11 +177,15 @@ class Discriminator(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
                 nn.utils.parametrizations.spectral_norm(m)
 
-    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    def features(self, img: torch.Tensor) -> torch.Tensor:
+        """The features the projection reads: (B, C), sum-pooled over the last 4x4 map."""
         h = self.blocks(img)                            # (B, C, 4, 4)
         if self.mbstd is not None:
             h = self.mbstd(h)                           # (B, C + 1, 4, 4)
-        h = F.relu(self.last(h)).sum(dim=(2, 3))        # (B, C): global sum pooling
+        return F.relu(self.last(h)).sum(dim=(2, 3))     # (B, C): global sum pooling
+
+    def forward(self, img: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.features(img)                          # (B, C)
         logits = self.linear(h).flatten()               # (B,)
         if self.embed is None:
             return logits

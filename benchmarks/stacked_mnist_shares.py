@@ -35,7 +35,7 @@ from ganforge.metrics import stacked_mnist_report
 from ganforge.metrics.digits import RECOGNISED_CONFIDENCE, classify_digits
 from ganforge.metrics.modes import _kl_to_uniform as kl_to_uniform  # the one stacked_mnist_report uses
 from ganforge.models import build_discriminator, build_generator
-from ganforge.sample import latents
+from ganforge.sample import draws
 from ganforge.train import pack_images
 
 N, SEED = 26_000, 1000
@@ -58,10 +58,14 @@ def judge_shares(run: Path) -> None:
     D = build_discriminator(record["model"])
     D.load_state_dict(unprefixed("D", tensors))
     D.requires_grad_(False).train()  # train-mode batch norm on all-fake batches of 32, as in training
-    img = gen.sample(N, seed=SEED)
+    z, classes = draws(N, gen.G, SEED)  # the samples of gen.sample(N, seed=SEED), and their classes
+    img = gen.generate(z, classes)
     pack = record["config"].get("pack", 1)  # a packed D's logit judges `pack` images: each gets it
+    # A self-conditioned D judges each sample with its cluster.
+    c = [()] * -(-N // 32) if classes is None else [(chunk,) for chunk in classes.split(32)]
     with torch.no_grad():
-        logits = torch.cat([D(pack_images(chunk, pack)).float().repeat_interleave(pack) for chunk in img.split(32)])
+        logits = torch.cat([D(pack_images(chunk, pack), *c_chunk).float().repeat_interleave(pack)
+                            for chunk, c_chunk in zip(img.split(32), c)])
     weight = (logits - logits.max()).exp()
     print(f"{run}, step {gen.step}: D's logits on G_ema's samples mean {logits.mean():.3f}, std {logits.std():.3f}; "
           f"exp(logit) weights keep an effective {float(weight.sum() ** 2 / (weight ** 2).sum()):.0f} of {N} samples\n")
@@ -99,7 +103,9 @@ def judge_averages(run: Path, windows: list[int]) -> None:
             continue
         G = averaged_generator(paths[-w:], record["model"])
         with torch.no_grad():
-            img = torch.cat([G(z) for z in latents(N, G.z_dim, SEED).split(512)])
+            z, classes = draws(N, G, SEED)
+            c = [()] * -(-N // 512) if classes is None else [(chunk,) for chunk in classes.split(512)]
+            img = torch.cat([G(chunk, *c_chunk) for chunk, c_chunk in zip(z.split(512), c)])
         report = stacked_mnist_report(img)
         print(f"| {w} checkpoints | {report['modes']} | {report['kl']:.4f} | "
               + " / ".join(f"{v:.4f}" for v in report["channel_kl"]) + " |", flush=True)

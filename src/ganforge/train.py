@@ -215,6 +215,8 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
     pool = data.data if data.info.get("memory_mapped") else data.data.to(device)
     labels = data.labels.to(device) if cfg.conditional else None
     n_classes = len(data.class_names)
+    # Self-conditioning: the clusters' shares, on the CPU for the fakes' draws (changed only by _recluster).
+    cluster_prior = G.class_prior.cpu() if cfg.clusters else None
     fixed_z = latents(GRID_SIZE if data.kind == "image" else SCATTER_SIZE, cfg.z_dim, cfg.seed).to(device)
     judge = _fid_judge(cfg, data, device) if cfg.eval_every and data.kind == "image" and ranks.main else None
     # Warnings with their fix (ganforge.diagnostics), from the log entries and the sample grids alone.
@@ -239,7 +241,7 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
             real = to_input(pool[index.to(pool.device)])
             waited += time.perf_counter() - began
             if cfg.clusters and (state.clusters is None or state.step % cfg.recluster_every == 0):
-                _recluster(cfg, state, pool, to_input, rt, logs)
+                cluster_prior = _recluster(cfg, state, pool, to_input, rt, logs)
             z = ranks.shard(torch.randn(cfg.batch_size, cfg.z_dim, generator=state.z_generator)).to(device)
             # Labels, for a conditional run: the real images' own, and uniform draws for the fakes;
             # self-conditioned: the real images' clusters, and draws in proportion to the clusters' sizes.
@@ -249,7 +251,7 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
                 fake_c = (ranks.shard(torch.randint(n_classes, (cfg.batch_size,), generator=state.z_generator)).to(device),)
             elif cfg.clusters:
                 real_c = (state.clusters[index].to(device),)
-                fake_c = (ranks.shard(torch.multinomial(G.class_prior.cpu(), cfg.batch_size, replacement=True,
+                fake_c = (ranks.shard(torch.multinomial(cluster_prior, cfg.batch_size, replacement=True,
                                                         generator=state.z_generator)).to(device),)
             with rt.autocast():
                 fake = G(z, *fake_c)
@@ -351,9 +353,11 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
         _save_compare(G_ema, fixed_z, data, run.run_dir / "compare.png", cfg.seed)
 
 
-def _recluster(cfg: TrainConfig, state: State, pool: torch.Tensor, to_input, rt: Runtime, logs: RunLog) -> None:
+def _recluster(cfg: TrainConfig, state: State, pool: torch.Tensor, to_input, rt: Runtime,
+               logs: RunLog) -> torch.Tensor:
     """Self-conditioning: cluster the data set in D's features (ganforge.clusters) and set G's and
-    G_ema's prior to the clusters' sizes. Every process clusters alike: the same D, the same draws."""
+    G_ema's prior to the clusters' sizes, which it returns (K,) on the CPU. Every process clusters
+    alike: the same D, the same draws."""
     began = time.perf_counter()
     feats = clusters.features(state.D, pool, to_input, rt.autocast)
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state.step)  # a function of the step, for resume
@@ -370,6 +374,7 @@ def _recluster(cfg: TrainConfig, state: State, pool: torch.Tensor, to_input, rt:
                f"step {state.step}: {cfg.clusters} clusters of D's features, {100 * prior.min():.2f}%-"
                f"{100 * prior.max():.2f}% of the images each"
                + ("" if moved is None else f"; {100 * moved:.1f}% of the images changed cluster") + f" ({seconds:.0f} s)")
+    return prior
 
 
 def _update(loss: torch.Tensor, module: torch.nn.Module, optimizer: torch.optim.Optimizer, run: Run) -> bool:

@@ -73,6 +73,23 @@ def test_spectral_norm_bounds_every_layer_of_D_and_its_runs_resume_exactly(tmp_p
     assert any("_u" in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_D_without_batch_norm_judges_each_image_on_its_own():
+    from ganforge.config import resolve
+    from ganforge.errors import UserError
+
+    torch.manual_seed(0)
+    img = torch.randn(8, 3, 32, 32)
+    for kw in ({}, {"num_classes": 10}):
+        c = (torch.arange(8),) if kw else ()
+        D = Discriminator(resolution=32, channels=3, width=8, batchnorm=False, **kw)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
+        torch.testing.assert_close(D(img[:3], *(x[:3] for x in c)), D(img, *c)[:3])  # the batch's other images play no part
+    with_bn = Discriminator(resolution=32, channels=3, width=8)
+    assert not torch.allclose(with_bn(img[:3]), with_bn(img)[:3])  # batch norm: the same images, other logits
+    with pytest.raises(UserError, match="dcgan family"):
+        resolve({"d_batchnorm": False}, "resnet")
+
+
 def test_pack_images_stacks_each_run_of_images_along_the_channels():
     from ganforge.train import pack_images
 

@@ -46,6 +46,8 @@ class TrainConfig:
     augment: str = setting("none", "images D sees: none | diffaug (DiffAugment: colour, translation, cutout, "
                            "every image) | ada (the same, with a probability adapted to D's overfitting)")
     spectral_norm: bool = setting(False, "DCGAN: spectral normalisation of every layer of D (and no batch norm in D)")
+    d_batchnorm: bool = setting(True, "DCGAN: batch norm between D's layers (real and fake batches each normalised "
+                                "by their own statistics); 0: none, each image judged on its own")
     mbstd: bool = setting(False, "D's minibatch standard deviation (ProGAN): its last layer sees how varied the batch "
                           "is (dcgan, resnet)")
     pack: int = setting(1, "PacGAN (Lin et al. 2018): D judges N images at once, stacked along the channels, all "
@@ -202,6 +204,8 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("augment is for images (dcgan, resnet): drop it for vector data")
     if cfg.spectral_norm and cfg.arch != "dcgan":
         raise UserError("spectral_norm=1 is for the dcgan family (resnet's D always has it): drop it")
+    if not cfg.d_batchnorm and cfg.arch != "dcgan":
+        raise UserError("d_batchnorm=0 is for the dcgan family (resnet's and mlp's D have no batch norm): drop it")
     if cfg.mbstd and not images:
         raise UserError("mbstd=1 is for images (dcgan, resnet): drop it for vector data")
     if cfg.r2_gamma < 0 or cfg.gp_lambda < 0:

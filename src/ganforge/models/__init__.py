@@ -36,7 +36,8 @@ def _dcgan_args(cfg, data) -> tuple[dict, dict]:
     g_classes, classes = _classes(cfg, data)
     return (dict(z_dim=cfg.z_dim, resolution=resolution, channels=channels, width=cfg.g_width, **g_classes),
             dict(resolution=resolution, channels=channels * cfg.pack, width=cfg.d_width, **classes,
-                 **({"spectral_norm": True} if cfg.spectral_norm else {}), **({"mbstd": True} if cfg.mbstd else {})))
+                 **({"spectral_norm": True} if cfg.spectral_norm else {}), **({"mbstd": True} if cfg.mbstd else {}),
+                 **({} if cfg.d_batchnorm else {"batchnorm": False})))
 
 
 def _resnet_args(cfg, data) -> tuple[dict, dict]:

@@ -126,11 +126,13 @@ class Discriminator(nn.Module):
 
     With `spectral_norm`, every layer's weight is divided by its largest singular value (Miyato et
     al., "Spectral Normalization for GANs", ICLR 2018: one power iteration per forward pass, its
-    vectors kept as buffers, so they are checkpointed) and D has no batch norm, as in SNGAN. With
-    `mbstd`, the last layer sees one more feature map: the batch's spread (MinibatchStddev)."""
+    vectors kept as buffers, so they are checkpointed) and D has no batch norm, as in SNGAN. Without
+    `batchnorm`, D has no normalisation between layers either: each image's logit is its own, not
+    relative to the batch it came in. With `mbstd`, the last layer sees one more feature map: the
+    batch's spread (MinibatchStddev)."""
 
     def __init__(self, resolution: int = 32, channels: int = 1, width: int = 64, num_classes: int = 0,
-                 spectral_norm: bool = False, mbstd: bool = False):
+                 spectral_norm: bool = False, mbstd: bool = False, batchnorm: bool = True):
         super().__init__()
         n_down = _check_resolution(resolution)
         r = resolution // 2
@@ -139,7 +141,7 @@ class Discriminator(nn.Module):
         for _ in range(n_down - 1):
             r //= 2
             c_out = _channels(resolution, r, width)
-            norm = nn.Identity() if spectral_norm else nn.BatchNorm2d(c_out)
+            norm = nn.BatchNorm2d(c_out) if batchnorm and not spectral_norm else nn.Identity()
             layers += [nn.Conv2d(c, c_out, 4, 2, 1, bias=False), norm, nn.LeakyReLU(0.2, True)]
             c = c_out
         last = nn.Conv2d(c + int(mbstd), 1, 4, 1, 0, bias=False)  # 4x4 -> 1x1

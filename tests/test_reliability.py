@@ -184,6 +184,19 @@ def test_non_finite_weights_are_never_written(tmp_path):
     assert not list(tmp_path.rglob("*.safetensors"))
 
 
+def test_a_checkpoint_whose_D_no_longer_fits_the_model_is_a_one_line_error(tmp_path):
+    from ganforge import state as state_io
+
+    cfg = resolve({"data": "ring8", "g_width": 4, "d_width": 4}, "mlp")
+    model = {"arch": "mlp", "G": {"z_dim": 16, "width": 4, "depth": 1, "dim": 2, "mean": [0, 0], "std": [1, 1]},
+             "D": {"width": 4, "depth": 1, "dim": 2, "mean": [0, 0], "std": [1, 1]}}
+    state_io.save(new_state(cfg, model, torch.device("cpu"), 100), cfg, model, tmp_path / "old.safetensors")
+    tensors, record = checkpoint.load(tmp_path / "old.safetensors")
+    tensors.pop(next(k for k in tensors if k.startswith("D.") and k.endswith("bias")))  # a layer the old D lacked
+    with pytest.raises(UserError, match=r"checkpoint's D \(ganforge .*\) does not fit .*Missing key"):
+        state_io.restore(new_state(cfg, model, torch.device("cpu"), 100), tensors, record)
+
+
 class Payload:
     """Unpickling this object creates a file: the proof that a payload ran."""
 

@@ -36,10 +36,12 @@ def _channels(resolution: int, r: int, width: int) -> int:
 
 
 def init_weights(module: nn.Module) -> None:
-    """The paper's initialisation: conv weights ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02)."""
+    """The paper's initialisation: conv weights ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02), zero biases."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
@@ -128,7 +130,9 @@ class Discriminator(nn.Module):
     al., "Spectral Normalization for GANs", ICLR 2018: one power iteration per forward pass, its
     vectors kept as buffers, so they are checkpointed) and D has no batch norm, as in SNGAN. Without
     `batchnorm`, D has no normalisation between layers either: each image's logit is its own, not
-    relative to the batch it came in. With `mbstd`, the last layer sees one more feature map: the
+    relative to the batch it came in. A D without batch norm gives every conv a bias: without one, D
+    would be positively homogeneous (D(a x) = a D(x), D(0) = 0), and G could drive its logits to 0 by
+    shrinking every image towards mid-grey. With `mbstd`, the last layer sees one more feature map: the
     batch's spread (MinibatchStddev)."""
 
     def __init__(self, resolution: int = 32, channels: int = 1, width: int = 64, num_classes: int = 0,
@@ -137,14 +141,15 @@ class Discriminator(nn.Module):
         n_down = _check_resolution(resolution)
         r = resolution // 2
         c = _channels(resolution, r, width)
-        layers = [nn.Conv2d(channels, c, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
+        normed = batchnorm and not spectral_norm  # batch norm's shift stands in for the biases
+        layers = [nn.Conv2d(channels, c, 4, 2, 1, bias=not normed), nn.LeakyReLU(0.2, True)]
         for _ in range(n_down - 1):
             r //= 2
             c_out = _channels(resolution, r, width)
-            norm = nn.BatchNorm2d(c_out) if batchnorm and not spectral_norm else nn.Identity()
-            layers += [nn.Conv2d(c, c_out, 4, 2, 1, bias=False), norm, nn.LeakyReLU(0.2, True)]
+            norm = nn.BatchNorm2d(c_out) if normed else nn.Identity()
+            layers += [nn.Conv2d(c, c_out, 4, 2, 1, bias=not normed), norm, nn.LeakyReLU(0.2, True)]
             c = c_out
-        last = nn.Conv2d(c + int(mbstd), 1, 4, 1, 0, bias=False)  # 4x4 -> 1x1
+        last = nn.Conv2d(c + int(mbstd), 1, 4, 1, 0, bias=not normed)  # 4x4 -> 1x1
         layers += [nn.Sequential(MinibatchStddev(), last) if mbstd else last]  # mbstd: (B, C + 1, 4, 4) into `last`
         self.net = nn.Sequential(*layers)
         self.num_classes = num_classes

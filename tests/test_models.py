@@ -85,7 +85,6 @@ def test_D_without_batch_norm_judges_each_image_on_its_own():
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules())
         alone = D(img[:3], *(x[:3] for x in c))
         torch.testing.assert_close(alone, D(img, *c)[:3])  # the batch's other images play no part
-    with_bn = Discriminator(resolution=32, channels=3, width=8)
 
     def conv_biases(**kw):
         return [m.bias is not None for m in Discriminator(resolution=32, width=8, **kw).modules()
@@ -93,6 +92,7 @@ def test_D_without_batch_norm_judges_each_image_on_its_own():
 
     assert conv_biases() == [False] * 4  # batch norm's shift stands in for the biases
     assert conv_biases(batchnorm=False) == conv_biases(spectral_norm=True) == [True] * 4  # else D(a x) = a D(x)
+    with_bn = Discriminator(resolution=32, channels=3, width=8)
     assert not torch.allclose(with_bn(img[:3]), with_bn(img)[:3])  # batch norm: the same images, other logits
     with pytest.raises(UserError, match="dcgan family"):
         resolve({"d_batchnorm": False}, "resnet")

@@ -262,3 +262,6 @@ def test_stacked_mnist_source_and_its_mode_count():
     assert collapsed["modes"] == 1 and collapsed["kl"] == pytest.approx(math.log(1000), rel=1e-9)
     assert collapsed["channel_kl"] == pytest.approx([math.log(10)] * 3, rel=1e-9)
     assert max(real["channel_kl"]) < 0.01                  # mnist5k holds 500 of each digit
+    assert min(real["recognised"]) > 0.9                   # real digits: named with confidence >= 0.9
+    faded = stacked_mnist_report(ds.data[:3000] // 4 + 96)  # grey on grey, as a bias-free D let G draw
+    assert max(faded["recognised"]) < min(real["recognised"])

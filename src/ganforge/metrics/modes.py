@@ -67,16 +67,19 @@ def stacked_mnist_report(img: torch.Tensor, classifier=None) -> dict:
     sample; `kl` is KL(sample histogram || uniform over 1,000) in nats. The protocol counts 26,000
     samples; even a perfect generator then has KL ~0.019 from sampling noise. `channel_kl` holds,
     per channel, KL(digit shares || uniform over 10): the part of `kl` that comes from G drawing
-    some digits more often than others, as opposed to tying the channels together."""
-    from ganforge.metrics.digits import classify_digits
+    some digits more often than others, as opposed to tying the channels together. `recognised`
+    holds, per channel, the share of digits named with confidence >= 0.9: a run whose samples are
+    not digits at all has few, where a collapsed one may have many."""
+    from ganforge.metrics.digits import RECOGNISED_CONFIDENCE, classify_digits
 
     if img.ndim != 4 or img.shape[1] != 3:
         raise ValueError(f"stacked MNIST samples are (N, 3, H, W); got shape {tuple(img.shape)}")
-    preds = [classify_digits(img[:, c:c + 1], classifier=classifier)[0] for c in range(3)]
+    preds, confidences = zip(*(classify_digits(img[:, c:c + 1], classifier=classifier) for c in range(3)))
     mode = preds[0] * 100 + preds[1] * 10 + preds[2]
     p = torch.bincount(mode, minlength=1000).double() / len(mode)
     return {"n": len(mode), "modes": int((p > 0).sum()), "kl": _kl_to_uniform(p),
-            "channel_kl": [_kl_to_uniform(torch.bincount(digit, minlength=10).double() / len(digit)) for digit in preds]}
+            "channel_kl": [_kl_to_uniform(torch.bincount(digit, minlength=10).double() / len(digit)) for digit in preds],
+            "recognised": [float((conf >= RECOGNISED_CONFIDENCE).double().mean()) for conf in confidences]}
 
 
 def _kl_to_uniform(p: torch.Tensor) -> float:

@@ -30,7 +30,7 @@ import torch
 import ganforge
 from ganforge.data import load_source
 from ganforge.data.dataset import to_uint8
-from ganforge.metrics import classify_digits, digit_report, stacked_mnist_report
+from ganforge.metrics import digit_report, stacked_mnist_report
 from ganforge.metrics.evaluate import evaluate
 from ganforge.sample import latents
 
@@ -124,10 +124,9 @@ def judge_digits(gen, sizes: torch.Tensor, fakes: Path, data: str) -> None:
 def judge_stacked(gen, sizes: torch.Tensor) -> None:
     img = proportional(gen, sizes, 26_000)
     report = stacked_mnist_report(img)
-    recognised = [(classify_digits(img[:, c:c + 1])[1] >= 0.9).float().mean().item() for c in range(3)]
     print(f"seed {gen.config['seed']}, step {gen.step}: modes {report['modes']}, KL {report['kl']:.4f}, channel KLs "
           f"{' / '.join(f'{k:.4f}' for k in report['channel_kl'])}, recognised "
-          f"{' / '.join(f'{r:.3f}' for r in recognised)}", flush=True)
+          f"{' / '.join(f'{r:.3f}' for r in report['recognised'])}", flush=True)
 
 
 if __name__ == "__main__":

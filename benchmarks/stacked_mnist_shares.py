@@ -21,6 +21,7 @@ as many as it does of G's: does the judge's own error skew the shares?
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -56,7 +57,11 @@ def judge_shares(run: Path) -> None:
     gen = ganforge.load(run, "cpu")
     _, tensors, record = checkpoint.load_newest(run)
     D = build_discriminator(record["model"])
-    D.load_state_dict(unprefixed("D", tensors))
+    try:
+        D.load_state_dict(unprefixed("D", tensors))
+    except RuntimeError as err:  # a D whose layers changed since the run was trained
+        sys.exit(f"{run}: its D does not fit this ganforge's D ({' '.join(str(err).split())[:200]}); "
+                 "judge it with the ganforge version that trained it")
     D.requires_grad_(False).train()  # train-mode batch norm on all-fake batches of 32, as in training
     z, classes = draws(N, gen.G, SEED)  # the samples of gen.sample(N, seed=SEED), and their classes
     img = gen.generate(z, classes)

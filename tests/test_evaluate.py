@@ -186,9 +186,9 @@ def test_eval_every_logs_fid_and_keeps_the_best_checkpoint(tmp_path):
 def test_a_diverged_g_emas_fid_is_nan_not_an_error():
     from ganforge.config import resolve
     from ganforge.data import load_source
-    from ganforge.train import _fid_judge
+    from ganforge.monitor import fid_judge
 
     data = load_source("digits", 16, 1)
-    judge = _fid_judge(resolve({"data": "digits", "resolution": 16, "eval_n": 20}, "dcgan"), data, torch.device("cpu"))
+    judge = fid_judge(resolve({"data": "digits", "resolution": 16, "eval_n": 20}, "dcgan"), data, torch.device("cpu"))
     assert judge(lambda z: torch.zeros(len(z), 1, 16, 16)) > 0
     assert math.isnan(judge(lambda z: torch.full((len(z), 1, 16, 16), float("nan"))))

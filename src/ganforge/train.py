@@ -19,11 +19,10 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganforge import __version__, checkpoint, clusters, dist, provenance
+from ganforge import __version__, checkpoint, clusters, dist
 from ganforge import state as state_io
 from ganforge.augment import ADA_INTERVAL, adjust_p, diff_augment
 from ganforge.checkpoint import atomic_write
@@ -35,6 +34,7 @@ from ganforge.errors import UserError
 from ganforge.logs import RunLog, is_terminal
 from ganforge.losses import LOSSES, gradient_penalty, r1_penalty
 from ganforge.models import CONDITIONAL_FAMILIES, FAMILIES, default_family
+from ganforge.monitor import GRID_SIZE, SCATTER_SIZE, fid_judge, save_compare, save_samples
 from ganforge.runs import (
     existing_run,
     new_run_dir,
@@ -45,10 +45,7 @@ from ganforge.runs import (
 from ganforge.runtime import Runtime, eager
 from ganforge.sample import latents, pick_device
 from ganforge.state import State
-from ganforge.viz import image_grid, save_png, scatter, side_by_side
 
-GRID_SIZE = 64        # samples in each progress grid, from fixed z
-SCATTER_SIZE = 2500   # points in each scatter plot of vector data
 MAX_ROLLBACKS = 3     # the divergence guard gives up after this many
 
 log = logging.getLogger(__name__)
@@ -218,7 +215,7 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
     # Self-conditioning: the clusters' shares, on the CPU for the fakes' draws (changed only by _recluster).
     cluster_prior = G.class_prior.cpu() if cfg.clusters else None
     fixed_z = latents(GRID_SIZE if data.kind == "image" else SCATTER_SIZE, cfg.z_dim, cfg.seed).to(device)
-    judge = _fid_judge(cfg, data, device) if cfg.eval_every and data.kind == "image" and ranks.main else None
+    judge = fid_judge(cfg, data, device) if cfg.eval_every and data.kind == "image" and ranks.main else None
     # Warnings with their fix (ganforge.diagnostics), from the log entries and the sample grids alone.
     diagnose = (Diagnostics(cfg.loss, real_diversity(data, len(fixed_z), cfg.seed), state.skipped)
                 if cfg.diagnostics and ranks.main else None)
@@ -340,8 +337,8 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
                     state.best_fid = fid
                     _save_checkpoint(state, cfg, run, best=True)
             if sample_now and ranks.main:
-                shown = _save_samples(G_ema, fixed_z, data, run.run_dir / "samples" / f"step-{state.step:07d}.png",
-                                      state, cfg, logs)
+                shown = save_samples(G_ema, fixed_z, data, run.run_dir / "samples" / f"step-{state.step:07d}.png",
+                                     state, cfg, logs)
                 for found in diagnose.samples(state.step, shown) if diagnose else ():
                     logs.warning(found)
             if save_now:
@@ -350,7 +347,7 @@ def _loop(cfg: TrainConfig, data: Dataset, state: State, run: Run) -> None:
         logs.close()
         bar.close()
     if ranks.main:
-        _save_compare(G_ema, fixed_z, data, run.run_dir / "compare.png", cfg.seed)
+        save_compare(G_ema, fixed_z, data, run.run_dir / "compare.png", cfg.seed)
 
 
 def _recluster(cfg: TrainConfig, state: State, pool: torch.Tensor, to_input, rt: Runtime,
@@ -389,34 +386,6 @@ def _update(loss: torch.Tensor, module: torch.nn.Module, optimizer: torch.optim.
     return finite
 
 
-@torch.no_grad()
-def _save_samples(G_ema, z: torch.Tensor, data: Dataset, path: Path, state: State, cfg: TrainConfig,
-                  logs: RunLog) -> torch.Tensor:
-    """G_ema on the fixed z: a PNG in samples/ (with its provenance) and a TensorBoard image.
-    Returns the samples."""
-    fake = G_ema(z).float().cpu()
-    title = f"{path.stem}: {len(fake)} samples"
-    picture = image_grid(fake) if data.kind == "image" else scatter(fake, data.data[:SCATTER_SIZE], title)
-    save_png(picture, path, provenance.record("training samples", model_sha256=provenance.model_sha256(G_ema),
-                                              step=state.step, seed=cfg.seed))
-    logs.samples(state.step, torch.from_numpy(np.array(picture.convert("RGB"))).permute(2, 0, 1))
-    return fake
-
-
-@torch.no_grad()
-def _save_compare(G_ema, z: torch.Tensor, data: Dataset, path: Path, seed: int) -> None:
-    """Real items beside generated ones (images), or generated points over real ones (vectors)."""
-    fake = G_ema(z).float().cpu()
-    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:len(fake)]
-    real = data.data[pick]
-    if data.kind == "image":
-        picture = side_by_side(image_grid(real), image_grid(fake))
-    else:
-        picture = scatter(fake, real, f"{len(fake)} generated over {len(real)} real points")
-    save_png(picture, path, provenance.record("real beside generated", model_sha256=provenance.model_sha256(G_ema),
-                                              seed=seed))
-
-
 def _adapt(state: State, real_logits: torch.Tensor, batch_size: int, ranks: dist.Dist) -> None:
     """ADA: gather sign(D(x)) over the reals, and every ADA_INTERVAL steps move the augmentation
     probability towards E[sign(D(x))] = ADA_TARGET."""
@@ -436,27 +405,6 @@ def _decay(step: int, steps: int, start: float) -> float:
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-def _fid_judge(cfg: TrainConfig, data: Dataset, device: torch.device):
-    """G_ema -> FID of `eval_n` samples (fixed z) against the training data, on the extractor
-    `ganforge eval` picks for this data."""
-    from ganforge.metrics import frechet_distance
-    from ganforge.metrics.evaluate import default_extractor
-    from ganforge.metrics.extractors import get_extractor
-
-    extractor = get_extractor(default_extractor(data.sample_shape), device)
-    real_features, _ = extractor(data.data)
-    z = latents(cfg.eval_n, cfg.z_dim, cfg.seed + 3)
-
-    @torch.no_grad()
-    def judge(G_ema) -> float:
-        fake = torch.cat([G_ema(chunk.to(device)).float() for chunk in z.split(250)])
-        if not fake.isfinite().all():
-            return float("nan")  # a diverged G_ema: logged as NaN, never kept as the best
-        return frechet_distance(real_features, extractor(fake)[0])
-
-    return judge
 
 
 def _finite(loss: torch.Tensor, module: torch.nn.Module | None) -> bool:

@@ -2,7 +2,8 @@
 histogram to uniform (the protocol of VEEGAN, PacGAN and R3GAN: 26,000 samples).
 
     python benchmarks/stacked_mnist.py --seeds 0                  # trains with the defaults, then judges
-    python benchmarks/stacked_mnist.py steps=48000 --seeds 0 1 2 3 4 --jobs 2 --z-seeds 1000-1002
+    python benchmarks/stacked_mnist.py steps=24000 precision=bf16 --seeds 0 1 2 3 4 --jobs 3
+    python benchmarks/stacked_mnist.py steps=48000 --seeds 0 1 --jobs 2 --z-seeds 1000-1002
     python benchmarks/stacked_mnist.py --run runs/stacked --seeds 0   # judges a run
 
 Each run is `python -m ganforge train --data stacked-mnist --seed S` plus the settings given (the

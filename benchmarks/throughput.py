@@ -34,8 +34,9 @@ from ganforge.models.dcgan import Discriminator, Generator
 
 PLAIN_STEPS = {32: 40, 64: 16}
 GANFORGE_STEPS = {32: 120, 64: 48}
-CLASSIC = ["r1_gamma=0", "lr_g=2e-4", "lr_d=2e-4", "beta1=0.5", "beta2=0.999", "lr_decay=none", "g_width=64",
-           "d_width=64", "batch_size=64", "conditional=0", "log_every=8", "sample_every=40", "checkpoint_every=40"]
+CLASSIC = ["loss=nonsaturating", "r1_gamma=0", "lr_g=2e-4", "lr_d=2e-4", "beta1=0.5", "beta2=0.999", "lr_decay=none",
+           "g_width=64", "d_width=64", "batch_size=64", "conditional=0", "log_every=8", "sample_every=40",
+           "checkpoint_every=40"]
 
 
 def plain_step(G, D, opt_G, opt_D, real, z_dim=100):

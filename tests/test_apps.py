@@ -10,12 +10,11 @@ from torch import nn
 
 import ganforge
 from ganforge.cli import main
-from ganforge.config import parse_value, resolve
+from ganforge.config import parse_value, resolve, with_data_defaults
 from ganforge.data import Dataset
 from ganforge.errors import UserError
 from ganforge.inversion import invert, slerp
 from ganforge.sample import latents, parse_seeds
-from ganforge.train import with_data_defaults
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +196,28 @@ def test_the_mlp_latent_is_twice_the_data_dimension_unless_set():
     assert with_data_defaults(resolve({}, "mlp"), points(10)).z_dim == 20
     assert with_data_defaults(resolve({"z_dim": 16}, "mlp"), points(2)).z_dim == 16
     assert with_data_defaults(resolve({}, "dcgan"), points(2)).z_dim == 100   # only the mlp preset leaves it open
+
+
+def test_the_dcgan_loss_is_relativistic_without_a_class_and_non_saturating_with_one():
+    img = torch.zeros(4, 1, 16, 16, dtype=torch.uint8)
+    labelled = Dataset("d", "image", img, torch.tensor([0, 1, 0, 1]), ("a", "b"))
+    unlabelled = Dataset("d", "image", img)
+
+    def chosen(user, data, arch="dcgan"):
+        cfg = with_data_defaults(resolve(user, arch), data)
+        return cfg.loss, cfg.r2_gamma
+
+    assert resolve({}, "dcgan").loss is None and resolve({}, "dcgan").r2_gamma is None
+    assert chosen({}, unlabelled) == ("rpgan", 2.0)                                # R3GAN: R2 as strong as R1
+    assert chosen({}, labelled) == ("nonsaturating", 0.0)
+    assert chosen({"conditional": False}, labelled) == ("rpgan", 2.0)
+    assert chosen({"clusters": 4}, unlabelled) == ("nonsaturating", 0.0)           # G is told its cluster
+    assert chosen({"r1_gamma": 0.5}, unlabelled) == ("rpgan", 0.5)
+    assert chosen({"r2_gamma": 0.0}, unlabelled) == ("rpgan", 0.0)                 # the user's values stand
+    assert chosen({"loss": "hinge"}, unlabelled) == ("hinge", 0.0)
+    assert chosen({"loss": "rpgan"}, labelled) == ("rpgan", 2.0)
+    assert chosen({}, unlabelled, "resnet") == ("hinge", 0.0)                      # the other presets name theirs
+    assert chosen({}, Dataset("d", "vector", torch.zeros(8, 2)), "mlp") == ("rpgan", 0.03)
 
 
 class ClassPainter(nn.Module):

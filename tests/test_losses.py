@@ -156,6 +156,6 @@ def test_each_preset_trains_a_few_steps_without_non_finite_numbers(tmp_path, arc
                  "batch_size=16", "log_every=4", "tensorboard=0", *small]) == 0
     logged = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     record = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
-    assert record["loss"] == PRESETS[arch].get("loss", "nonsaturating")  # the preset really applied
+    assert record["loss"] == PRESETS[arch].get("loss", "nonsaturating")  # the preset (digits are labelled) applied
     assert [e["step"] for e in logged] == [4, 8]
     assert all(e["skipped"] == 0 and math.isfinite(e["loss_D"]) and math.isfinite(e["loss_G"]) for e in logged)

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,7 +26,7 @@ from ganforge import __version__, checkpoint, clusters, dist
 from ganforge import state as state_io
 from ganforge.augment import ADA_INTERVAL, adjust_p, diff_augment
 from ganforge.checkpoint import atomic_write
-from ganforge.config import TrainConfig, resolve
+from ganforge.config import TrainConfig, resolve, with_data_defaults
 from ganforge.data import Dataset, load_source, to_model_space
 from ganforge.diagnostics import Diagnostics, real_diversity
 from ganforge.ema import ema_beta, refresh_batchnorm, update_ema
@@ -81,19 +81,6 @@ def train(user: dict | None = None, resume: str | Path | None = None, progress: 
         return _train(user, resume, progress, ranks, device_name)
     finally:
         dist.close(ranks)
-
-
-def with_data_defaults(cfg: TrainConfig, data: Dataset) -> TrainConfig:
-    """The settings left to the data. conditional=None becomes on for images labelled with 2 or
-    more classes, off otherwise: told the class, G makes far clearer images of each. z_dim=None
-    (the mlp preset) becomes twice the vectors' dimension: on 2-D mixtures latents of 4 and 2
-    left fewer samples between the modes than 8, 16 or 64 (BENCHMARKS.md for both)."""
-    if cfg.conditional is None:
-        labelled = data.labels is not None and len(data.class_names) > 1 and not data.labels_are_modes
-        cfg = replace(cfg, conditional=labelled and cfg.arch in CONDITIONAL_FAMILIES and not cfg.clusters)
-    if cfg.z_dim is None:
-        cfg = replace(cfg, z_dim=2 * data.data.shape[1])  # only the mlp preset, for vectors, leaves it open
-    return cfg
 
 
 def pack_images(img: torch.Tensor, pack: int) -> torch.Tensor:

@@ -179,8 +179,9 @@ def with_data_defaults(cfg: TrainConfig, data: Dataset) -> TrainConfig:
     each. z_dim=None (the mlp preset) becomes twice the vectors' dimension: on 2-D mixtures latents
     of 4 and 2 left fewer samples between the modes than 8, 16 or 64. loss=None (the dcgan preset)
     becomes the relativistic pairing when G draws without a class, where it covered Stacked MNIST's
-    1,000 modes more evenly, and the non-saturating loss when G is told one, where it gave the better
-    FID. r2_gamma=None becomes R3GAN's objective with rpgan (R2 as strong as R1), 0 otherwise."""
+    1,000 modes more evenly (and unlabelled digits as well), and the non-saturating loss when G is
+    told one, where it gave the better FID. r2_gamma=None becomes R3GAN's objective with rpgan (R2 as
+    strong as R1), 0 otherwise."""
     from ganforge.models import CONDITIONAL_FAMILIES  # late import: models do not depend on config
 
     if cfg.conditional is None:

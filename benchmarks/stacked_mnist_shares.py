@@ -32,6 +32,7 @@ from ganforge import checkpoint
 from ganforge.checkpoint import unprefixed
 from ganforge.data import load_source
 from ganforge.ema import refresh_batchnorm
+from ganforge.errors import UserError
 from ganforge.metrics import stacked_mnist_report
 from ganforge.metrics.digits import RECOGNISED_CONFIDENCE, classify_digits
 from ganforge.metrics.modes import _kl_to_uniform as kl_to_uniform  # the one stacked_mnist_report uses
@@ -58,10 +59,9 @@ def judge_shares(run: Path) -> None:
     _, tensors, record = checkpoint.load_newest(run)
     D = build_discriminator(record["model"])
     try:
-        D.load_state_dict(unprefixed("D", tensors))
-    except RuntimeError as err:  # a D whose layers changed since the run was trained
-        sys.exit(f"{run}: its D does not fit this ganforge's D ({' '.join(str(err).split())[:200]}); "
-                 "judge it with the ganforge version that trained it")
+        checkpoint.load_module(D, "D", tensors, record, fix="judge it with the ganforge version that trained it")
+    except UserError as err:
+        sys.exit(f"{run}: {err}")
     D.requires_grad_(False).train()  # train-mode batch norm on all-fake batches of 32, as in training
     z, classes = draws(N, gen.G, SEED)  # the samples of gen.sample(N, seed=SEED), and their classes
     img = gen.generate(z, classes)

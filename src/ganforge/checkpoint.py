@@ -202,3 +202,14 @@ def prefixed(prefix: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torc
 def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     start = len(prefix) + 1
     return {k[start:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def load_module(module: torch.nn.Module, name: str, tensors: dict[str, torch.Tensor], record: dict, fix: str) -> None:
+    """Load the checkpoint's weights of `name` (G, D, G_ema) into `module`. A module whose layers
+    changed since the checkpoint was written raises a one-line UserError that ends with `fix`."""
+    try:
+        module.load_state_dict(unprefixed(name, tensors))
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:200]  # load_state_dict's message spans lines
+        raise UserError(f"the checkpoint's {name} (ganforge {record.get('version', '?')}) does not fit this "
+                        f"ganforge's {name} ({detail}): {fix}") from None

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 
 from ganforge import __version__, checkpoint
-from ganforge.checkpoint import flatten, prefixed, unflatten, unprefixed
+from ganforge.checkpoint import flatten, prefixed, unflatten
 from ganforge.config import TrainConfig
-from ganforge.errors import UserError
 from ganforge.models import FAMILIES
 
 
@@ -110,12 +109,8 @@ def save(state: State, cfg: TrainConfig, model: dict, path: Path) -> None:
 def restore(state: State, tensors: dict, record: dict) -> None:
     """Load a checkpoint written by `save` into `state` (built by `new_state` with its config)."""
     for name in ("G", "D", "G_ema"):
-        try:
-            getattr(state, name).load_state_dict(unprefixed(name, tensors))
-        except RuntimeError as err:  # a model whose layers changed since the checkpoint was written
-            detail = " ".join(str(err).split())[:200]
-            raise UserError(f"the checkpoint's {name} (ganforge {record.get('version', '?')}) does not fit this "
-                            f"ganforge's {name} ({detail}): continue it with that version, or train anew") from None
+        checkpoint.load_module(getattr(state, name), name, tensors, record,
+                               fix="continue it with that version, or train anew")
     state.opt_G.load_state_dict(unflatten(record["opt_G"], tensors))
     state.opt_D.load_state_dict(unflatten(record["opt_D"], tensors))
     state.z_generator.set_state(tensors["rng.z"])
